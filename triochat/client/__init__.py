@@ -1,0 +1,1 @@
+"""Trio I/O for the clients: stdin, and one module per client mode."""

@@ -1,0 +1,165 @@
+"""``ChatClient.py <host> <port> <nickname> <clientID>`` (seed 003): the JSON client.
+
+Prints the banner, joins (asking for another nickname on stdin while the server says the one
+given is taken), shows each broadcast as ``<date/time> :: <nickname>: <message>``, and on
+``disconnect`` or end of stdin leaves with an acknowledgement and prints the ``Summary:`` line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+
+from triochat.client.connection import LEAVE_GRACE, RECEIVE_SIZE, CannotConnect, connect
+from triochat.client.terminal import StdinLines, say, stdin_is_terminal, warn
+from triochat.timestamps import display_time_of, now_display
+from triochat.wire.common import NEED_DATA, RemoteProtocolError
+from triochat.wire.json_lines import Broadcast, JsonClientCodec, ServerReply
+
+DISCONNECT_COMMAND = "disconnect"
+
+
+@dataclass
+class SessionStats:
+    """What the ``Summary:`` line reports; characters count message text only."""
+
+    start: str
+    messages_sent: int = 0
+    messages_received: int = 0
+    chars_sent: int = 0
+    chars_received: int = 0
+
+    def summary(self, end: str) -> str:
+        """The exact ``Summary:`` line."""
+        return (
+            f"Summary: start:{self.start}, end:{end}, msg sent:{self.messages_sent}, "
+            f"msg rcv:{self.messages_received}, char sent:{self.chars_sent}, "
+            f"char rcv:{self.chars_received}"
+        )
+
+
+class ServerObjects:
+    """JSON objects from the server as events; ``None`` once the server has closed."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._codec = JsonClientCodec()
+
+    async def next(self) -> Broadcast | ServerReply | None:
+        """The next event from the server, or ``None`` at end of connection."""
+        while True:
+            try:
+                event = self._codec.next_event()
+            except RemoteProtocolError as error:
+                warn(f"Ignoring bad data from the server: {error}")
+                continue
+            if event is not NEED_DATA:
+                return event
+            try:
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            if not data:
+                return None
+            self._codec.receive_data(data)
+
+
+async def _join(
+    stream: trio.SocketStream,
+    server: ServerObjects,
+    stdin: StdinLines,
+    nickname: str,
+    client_id: str,
+) -> str | None:
+    """Join under ``nickname`` or one the user types after a refusal; the name, or None."""
+    while True:
+        await stream.send_all(JsonClientCodec.nickname(nickname, client_id, now_display()))
+        while True:
+            reply = await server.next()
+            if reply is None:
+                return None
+            if isinstance(reply, ServerReply) and reply.type in ("welcome", "error"):
+                break
+        if reply.type == "welcome":
+            return nickname
+        say(reply.message)
+        say("Enter a different nickname:")
+        line = await stdin.readline()
+        if line is None:
+            return None
+        nickname = line.strip()
+
+
+async def run_json_client(ip: str, port: int, nickname: str, client_id: str) -> int:
+    """Chat until ``disconnect`` or end of stdin (exit 0), or the server goes away (exit 1)."""
+    try:
+        stream = await connect(ip, port)
+    except CannotConnect as error:
+        warn(str(error))
+        return 1
+    stats = SessionStats(start=now_display())
+    say(
+        f"ChatClient started with server IP: {ip}, port: {port}, nickname: {nickname}, "
+        f"client ID: {client_id}, Date/Time: {stats.start}"
+    )
+    server = ServerObjects(stream)
+    stdin = StdinLines()
+    exit_code = 0
+    async with stream:
+        try:
+            joined_as = await _join(stream, server, stdin, nickname, client_id)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            joined_as = None
+        if joined_as is None:
+            warn("Could not join the chat: the connection closed")
+            say(stats.summary(now_display()))
+            return 1
+        if stdin_is_terminal():
+            say("Enter message:")
+        leaving = False
+        acknowledged = trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            async def show_incoming() -> None:
+                nonlocal exit_code
+                while (event := await server.next()) is not None:
+                    if isinstance(event, Broadcast):
+                        shown_time = display_time_of(event.timestamp, now_display())
+                        say(f"{shown_time} :: {event.nickname}: {event.message}")
+                        stats.messages_received += 1
+                        stats.chars_received += len(event.message)
+                    elif event.type == "disconnect":
+                        acknowledged.set()
+                    elif event.type in ("error", "notice"):
+                        warn(f"Server: {event.message}")
+                if not leaving:
+                    warn("Connection closed by the server")
+                    exit_code = 1
+                nursery.cancel_scope.cancel()
+
+            async def send_typed() -> None:
+                nonlocal leaving
+                try:
+                    while (line := await stdin.readline()) is not None:
+                        if line.strip() == DISCONNECT_COMMAND:
+                            break
+                        if not line:
+                            continue
+                        await stream.send_all(
+                            JsonClientCodec.message(joined_as, line, now_display())
+                        )
+                        stats.messages_sent += 1
+                        stats.chars_sent += len(line)
+                    leaving = True
+                    await stream.send_all(JsonClientCodec.disconnect(joined_as, client_id))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                with trio.move_on_after(LEAVE_GRACE):
+                    await acknowledged.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(show_incoming)
+            nursery.start_soon(send_typed)
+    say(stats.summary(now_display()))
+    return exit_code

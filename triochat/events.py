@@ -1,0 +1,111 @@
+"""Frozen events that every dialect speaks.
+
+Codecs in :mod:`triochat.wire` turn bytes into *client events* and *server events* into bytes;
+the room and the sessions only ever see these objects. This module is pure: no I/O, no trio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Dialect(Enum):
+    """How a member's bytes look on the wire."""
+
+    LINE = "line"
+    PORT_TAGGED = "port-tagged"
+    JSON = "json"
+    DATAGRAM = "datagram"
+
+
+# --- client -> server -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A request to join under ``name`` (the first line, or a JSON ``nickname`` object)."""
+
+    name: str
+    client_id: str | None = None
+    timestamp: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """A chat message; ``nickname`` is what a JSON sender claims to be, checked by the session."""
+
+    text: str
+    nickname: str | None = None
+    timestamp: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """The member wants to go (``disconnect``, ``/quit``, ``exit``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """The member asks who is in the room (``/who``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileRequest:
+    """A request to fetch ``filename`` from the member called ``owner``."""
+
+    owner: str
+    filename: str
+
+
+ClientEvent = Hello | Say | Leave | Who | FileRequest
+
+
+# --- server -> client -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """A message the room accepted, as every recipient sees it.
+
+    Attributes:
+        sender: the sender's name in the room.
+        text: the message text, already free of control characters.
+        timestamp: the timestamp to forward (the sender's own, or the server's receive time).
+        display_time: ``timestamp`` as ``YYYY-MM-DD HH:MM:SS`` local time, for consoles.
+        sender_ip: the sender's IP address (datagram members show it in ``INCOMING``).
+        sender_port: the sender's port.
+    """
+
+    sender: str
+    text: str
+    timestamp: str
+    display_time: str
+    sender_ip: str
+    sender_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The name was accepted; ``members`` are the others already in the room."""
+
+    name: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the server tells one member: an error, an answer, or why it is cut off."""
+
+    text: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    """The acknowledgement of a ``Leave``; the connection closes after it."""
+
+    name: str
+
+
+ServerEvent = ChatMessage | Welcome | Notice | Goodbye

@@ -1,0 +1,285 @@
+"""The room: who is here, and total-order fan-out of every accepted message.
+
+Fan-out is synchronous. :meth:`Room.broadcast` calls ``send_nowait`` on each member's bounded
+outbox in one loop; Trio runs one task at a time, so the loop is atomic and every member sees
+every message in one and the same order, the order in which the room accepted them.
+
+Every outbox is bounded (:data:`OUTBOX_LIMIT`, the member's "SendQ" in IRC's words, Redis's
+client output-buffer limit). A member whose outbox is full cannot keep up: it is evicted with
+a reason instead of being allowed to slow the room down, and counted in :meth:`statistics`.
+Nobody ever waits for the slowest member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from triochat.events import ChatMessage, Dialect, Notice, ServerEvent
+from triochat.text import InvalidName, check_name, escape_controls, name_key
+from triochat.timestamps import display_time_of, now_display
+
+OUTBOX_LIMIT = 1024
+"""Messages queued for one member before it counts as unable to keep up and is evicted."""
+
+
+class Encoder(Protocol):
+    """What an outbox reader needs to turn an event into bytes for its dialect."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    def encode(self, event: ServerEvent) -> bytes: ...
+
+
+class Delivery:
+    """One event on its way to members, encoded at most once per dialect.
+
+    The room puts the same :class:`Delivery` into every outbox, so a message to a thousand
+    members of one dialect is encoded once, not a thousand times.
+    """
+
+    __slots__ = ("_encoded", "event")
+
+    def __init__(self, event: ServerEvent) -> None:
+        self.event = event
+        self._encoded: dict[Dialect, bytes] = {}
+
+    def encode_for(self, encoder: Encoder) -> bytes:
+        """The bytes of this event in ``encoder``'s dialect."""
+        data = self._encoded.get(encoder.dialect)
+        if data is None:
+            data = self._encoded[encoder.dialect] = encoder.encode(self.event)
+        return data
+
+
+class NameTaken(ValueError):
+    """The name is already in use in the room (case-insensitively)."""
+
+
+@dataclass(eq=False)
+class Member:
+    """One participant, whatever its dialect.
+
+    Attributes:
+        name: the member's name, unique in the room ignoring case.
+        ip: the peer's IP address.
+        port: the peer's port.
+        outbox: where the room queues deliveries; the member's writer drains it.
+        on_evict: called with a reason when the member cannot keep up; it must end the
+            member's session (cancel its scope) without blocking.
+        client_id: what a JSON client calls its session ("-" for other dialects).
+        receives_own: datagram members get their own messages back (seed 002).
+    """
+
+    name: str
+    ip: str
+    port: int
+    outbox: trio.MemorySendChannel[Delivery]
+    on_evict: Callable[[str], None]
+    client_id: str = "-"
+    receives_own: bool = False
+    evicted_reason: str | None = field(default=None, init=False)
+
+    def deliver_nowait(self, delivery: Delivery) -> bool:
+        """Queue ``delivery``; False (and the member is evicted) if the outbox is full or gone."""
+        if self.evicted_reason is not None:
+            return False
+        try:
+            self.outbox.send_nowait(delivery)
+        except trio.WouldBlock:
+            self.evict(f"Disconnected: you fell more than {OUTBOX_LIMIT} messages behind")
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.evict("Disconnected")
+            return False
+        return True
+
+    def evict(self, reason: str) -> None:
+        """End this member's session with ``reason`` (first reason wins)."""
+        if self.evicted_reason is None:
+            self.evicted_reason = reason
+            self.on_evict(reason)
+
+
+class RoomObserver(Protocol):
+    """Hears about joins, leaves and messages: the server console is one."""
+
+    def member_joined(self, member: Member) -> None: ...
+
+    def member_left(self, member: Member) -> None: ...
+
+    def message_accepted(
+        self, message: ChatMessage, sender: Member, recipients: list[str]
+    ) -> None: ...
+
+
+class SilentObserver:
+    """An observer that records nothing."""
+
+    def member_joined(self, member: Member) -> None:
+        """Ignore."""
+
+    def member_left(self, member: Member) -> None:
+        """Ignore."""
+
+    def message_accepted(self, message: ChatMessage, sender: Member, recipients: list[str]) -> None:
+        """Ignore."""
+
+
+@dataclass(frozen=True)
+class RoomStatistics:
+    """Counters for monitoring and benchmarks."""
+
+    members: int
+    joined: int
+    left: int
+    messages: int
+    deliveries: int
+    evictions: int
+
+
+def open_outbox() -> tuple[trio.MemorySendChannel[Delivery], trio.MemoryReceiveChannel[Delivery]]:
+    """A new bounded outbox for one member."""
+    return trio.open_memory_channel[Delivery](OUTBOX_LIMIT)
+
+
+class Room:
+    """Members by name, and total-order fan-out into their bounded outboxes.
+
+    All methods are synchronous: nothing here ever waits, so nothing here can be stalled by a
+    member. Sessions do the waiting, each on its own member's socket.
+    """
+
+    def __init__(self, observer: RoomObserver | None = None) -> None:
+        self._members: dict[str, Member] = {}
+        self._observer: RoomObserver = observer or SilentObserver()
+        self._joined = 0
+        self._left = 0
+        self._messages = 0
+        self._deliveries = 0
+        self._evictions = 0
+        self._closing = False
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __iter__(self) -> Iterator[Member]:
+        return iter(list(self._members.values()))
+
+    def names(self) -> list[str]:
+        """Members' names in join order."""
+        return [member.name for member in self._members.values()]
+
+    def check_available(self, name: str) -> None:
+        """Raise if ``name`` could not join now.
+
+        Raises:
+            InvalidName: the name breaks the naming rules.
+            NameTaken: someone in the room already has it (ignoring case).
+        """
+        check_name(name)
+        if name_key(name) in self._members:
+            raise NameTaken("Nickname already in use")
+
+    def join(self, member: Member) -> None:
+        """Add ``member`` to the room.
+
+        Raises:
+            InvalidName: the name breaks the naming rules.
+            NameTaken: someone in the room already has it (ignoring case).
+        """
+        self.check_available(member.name)
+        if self._closing:
+            raise NameTaken("Server is shutting down")
+        self._members[name_key(member.name)] = member
+        self._joined += 1
+        self._observer.member_joined(member)
+
+    def leave(self, member: Member) -> None:
+        """Remove ``member`` if it is here (calling it twice is harmless)."""
+        key = name_key(member.name)
+        if self._members.get(key) is member:
+            del self._members[key]
+            self._left += 1
+            if member.evicted_reason is not None and not self._closing:
+                self._evictions += 1
+            self._observer.member_left(member)
+
+    def find(self, name: str) -> Member | None:
+        """The member called ``name`` (ignoring case), if any."""
+        return self._members.get(name_key(name))
+
+    def broadcast(self, sender: Member, text: str, timestamp: str | None = None) -> ChatMessage:
+        """Accept ``text`` from ``sender`` and queue it for every member, in one atomic loop.
+
+        Control characters are escaped here, once, so no dialect can forge lines for another.
+        ``timestamp`` is the sender's own (kept as sent); the server's time stands in when it
+        is missing or unreadable.
+
+        Returns:
+            The accepted message as recipients see it.
+        """
+        received_at = now_display()
+        display_time = display_time_of(timestamp, received_at) if timestamp else received_at
+        message = ChatMessage(
+            sender=sender.name,
+            text=escape_controls(text),
+            timestamp=timestamp if timestamp else received_at,
+            display_time=display_time,
+            sender_ip=sender.ip,
+            sender_port=sender.port,
+        )
+        delivery = Delivery(message)
+        recipients: list[str] = []
+        for member in list(self._members.values()):
+            if member is sender and not member.receives_own:
+                continue
+            if member.deliver_nowait(delivery) and member is not sender:
+                recipients.append(member.name)
+        self._messages += 1
+        self._deliveries += len(recipients)
+        self._observer.message_accepted(message, sender, recipients)
+        return message
+
+    def tell(self, member: Member, text: str, *, is_error: bool = False) -> None:
+        """Queue a notice for one member, behind everything already queued for it."""
+        member.deliver_nowait(Delivery(Notice(text, is_error=is_error)))
+
+    def close(self, reason: str) -> None:
+        """End every member's session with ``reason`` (server shutdown); nobody may join."""
+        self._closing = True
+        for member in list(self._members.values()):
+            member.evict(reason)
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closing
+
+    def statistics(self) -> RoomStatistics:
+        """Current counters."""
+        return RoomStatistics(
+            members=len(self._members),
+            joined=self._joined,
+            left=self._left,
+            messages=self._messages,
+            deliveries=self._deliveries,
+            evictions=self._evictions,
+        )
+
+
+__all__ = [
+    "OUTBOX_LIMIT",
+    "Delivery",
+    "InvalidName",
+    "Member",
+    "NameTaken",
+    "Room",
+    "RoomObserver",
+    "RoomStatistics",
+    "open_outbox",
+]

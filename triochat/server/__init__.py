@@ -1,0 +1,1 @@
+"""Trio I/O for the server: sessions, listeners, console."""

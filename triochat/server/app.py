@@ -1,0 +1,152 @@
+"""Putting the server together: listeners, sessions, console, and a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import trio
+
+from triochat.room import Room
+from triochat.server.console import ChatConsole, PortTaggedConsole
+from triochat.server.reader import SessionLimits, sniff_codec
+from triochat.server.session import ChatSession, SessionCounter
+from triochat.wire.lines import PortTaggedCodec
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 1.5
+"""Seconds members get, after Ctrl-C, to receive the shutdown notice before we close."""
+
+
+def peer_of(stream: trio.SocketStream) -> tuple[str, int]:
+    """The (ip, port) of a connected socket stream."""
+    address = stream.socket.getpeername()
+    return str(address[0]), int(address[1])
+
+
+def display_ip(host: str | None) -> str:
+    """The IP address the banner shows: the bound host, else this machine's address."""
+    if host:
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+Handler = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+async def _run_handler(handler: Handler, stream: trio.SocketStream) -> None:
+    try:
+        await handler(stream)
+    except Exception:
+        # One connection's bug must never take the server down; it is logged, not hidden.
+        logger.exception("session failed")
+
+
+async def _serve_until_signal(
+    listeners: list[trio.SocketListener], handler: Handler, room: Room, counter: SessionCounter
+) -> None:
+    """Serve until SIGINT/SIGTERM, then tell every member and give writers a grace to flush."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as sessions:
+            accepting = trio.CancelScope()
+
+            async def accept() -> None:
+                with accepting:
+                    await trio.serve_listeners(
+                        partial(_run_handler, handler), listeners, handler_nursery=sessions
+                    )
+
+            sessions.start_soon(accept)
+            async for signum in signals:
+                logger.info("signal %s: shutting down", signum)
+                break
+            accepting.cancel()
+            room.close("Server shutting down")
+            with trio.move_on_after(SHUTDOWN_GRACE):
+                await counter.wait_idle()
+            sessions.cancel_scope.cancel()
+
+
+async def open_listeners(port: int, host: str | None) -> list[trio.SocketListener]:
+    """TCP listeners on ``port`` (all interfaces unless ``host``); SO_REUSEADDR is set by trio.
+
+    Raises:
+        OSError: the port is really busy or not ours to bind.
+    """
+    return await trio.open_tcp_listeners(port, host=host)
+
+
+async def run_chat_server(
+    port: int, host: str | None = None, limits: SessionLimits | None = None
+) -> int:
+    """``ChatServer.py``: every dialect in one room. Returns the exit code."""
+    limits = limits or SessionLimits()
+    console = ChatConsole()
+    try:
+        listeners = await open_listeners(port, host)
+    except OSError as error:
+        logger.debug("listen failed: %r", error)
+        console.line(f"ERR - cannot create ChatServer socket using port number {port}")
+        return 1
+    room = Room(observer=console)
+    counter = SessionCounter()
+    console.started(display_ip(host), port)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        peer = peer_of(stream)
+        codec = None
+        with (
+            trio.move_on_after(limits.registration_timeout),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        ):
+            codec = await sniff_codec(stream, limits)
+        if codec is None:
+            await trio.aclose_forcefully(stream)
+            return
+        await ChatSession(stream, codec, room, peer, limits, counter=counter).run()
+
+    await _serve_until_signal(listeners, handle, room, counter)
+    return 0
+
+
+async def run_port_tagged_server(
+    port: int = 12000, host: str = "127.0.0.1", limits: SessionLimits | None = None
+) -> int:
+    """``mychatserver.py`` (seed 004): members named by their port. Returns the exit code."""
+    limits = limits or SessionLimits()
+    console = PortTaggedConsole()
+    try:
+        listeners = await open_listeners(port, host)
+    except OSError as error:
+        reason = "port is busy" if error.errno == errno.EADDRINUSE else str(error)
+        logger.error("cannot listen on %s:%s: %s", host, port, reason)
+        console.line(f"ERR - cannot listen on {host}:{port}")
+        return 1
+    room = Room(observer=console)
+    counter = SessionCounter()
+    console.started(host, port)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        peer = peer_of(stream)
+        session = ChatSession(
+            stream,
+            PortTaggedCodec(limits.max_line_bytes),
+            room,
+            peer,
+            limits,
+            fixed_name=str(peer[1]),
+            counter=counter,
+        )
+        await session.run()
+
+    await _serve_until_signal(listeners, handle, room, counter)
+    return 0

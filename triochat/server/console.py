@@ -1,0 +1,71 @@
+"""The server's console lines (SPEC §7): seed 003's format, and seed 004's port-tagged one.
+
+Console lines go to stdout, flushed line by line, because people check these programs by
+comparing their output; diagnostics go to the ``logging`` module (stderr).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from triochat.events import ChatMessage
+from triochat.room import Member
+from triochat.timestamps import now_display
+
+
+class Console:
+    """Writes whole lines to a text stream and flushes each one."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out if out is not None else sys.stdout
+
+    def line(self, text: str) -> None:
+        """Write ``text`` as one line, flushed at once."""
+        self._out.write(text + "\n")
+        self._out.flush()
+
+
+class ChatConsole(Console):
+    """Seed 003's server lines, for members of every dialect."""
+
+    def started(self, ip: str, port: int) -> None:
+        """The banner once the listeners are up."""
+        self.line(f"ChatServer started with server IP: {ip}, port: {port} ...")
+
+    def member_joined(self, member: Member) -> None:
+        """``<date/time> :: <nickname>: connected.``"""
+        self.line(f"{now_display()} :: {member.name}: connected.")
+
+    def member_left(self, member: Member) -> None:
+        """``<date/time> :: <nickname>: disconnected.``"""
+        self.line(f"{now_display()} :: {member.name}: disconnected.")
+
+    def message_accepted(self, message: ChatMessage, sender: Member, recipients: list[str]) -> None:
+        """The ``Received:`` line and the ``Broadcasted:`` line."""
+        self.line(
+            f"Received: IP:{sender.ip}, Port:{sender.port}, Client-Nickname:{sender.name}, "
+            f"ClientID:{sender.client_id}, Date/Time:{message.display_time}, "
+            f"Msg-Size:{len(message.text)}"
+        )
+        self.line(f"Broadcasted: {', '.join(recipients)}".rstrip())
+
+
+class PortTaggedConsole(Console):
+    """Seed 004's server lines."""
+
+    def started(self, ip: str, port: int) -> None:
+        """The banner once the listener is up."""
+        self.line(f"Server listening on {ip}:{port}")
+
+    def member_joined(self, member: Member) -> None:
+        """``New connection from : ('<ip>', <port>)``"""
+        self.line(f"New connection from : {(member.ip, member.port)!r}")
+
+    def member_left(self, member: Member) -> None:
+        """``Connection closed``"""
+        self.line("Connection closed")
+
+    def message_accepted(self, message: ChatMessage, sender: Member, recipients: list[str]) -> None:
+        """``<port>:<message>``"""
+        self.line(f"{sender.name}:{message.text}")

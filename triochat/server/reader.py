@@ -1,0 +1,130 @@
+"""Turning a byte stream into client events: dialect sniffing and the event reader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from triochat.events import ClientEvent, Dialect, ServerEvent
+from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData
+from triochat.wire.json_lines import JsonCodec
+from triochat.wire.lines import LineCodec
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """Timeouts and sizes for one connection. Every wait and every buffer has a bound.
+
+    Attributes:
+        registration_timeout: seconds a new connection has to send an acceptable name.
+        idle_flush: seconds unterminated bytes may sit before they count as a whole line
+            (for peers that ``send()`` each message without a newline).
+        receive_size: most bytes taken from the socket in one read.
+        close_grace: seconds a departing member's writer gets to flush what is queued.
+        max_line_bytes: longest line or JSON object accepted.
+        coalesce_bytes: most bytes the writer joins into one ``send_all``.
+    """
+
+    registration_timeout: float = 30.0
+    idle_flush: float = 0.1
+    receive_size: int = 64 * 1024
+    close_grace: float = 1.0
+    max_line_bytes: int = MAX_LINE_BYTES
+    coalesce_bytes: int = 256 * 1024
+
+
+class ServerCodec(Protocol):
+    """What a session needs from a dialect's sans-IO codec."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    @property
+    def has_partial(self) -> bool: ...
+
+    def receive_data(self, data: bytes | bytearray) -> None: ...
+
+    def next_event(self) -> ClientEvent | NeedData: ...
+
+    def flush_idle(self) -> ClientEvent | None: ...
+
+    def name_accepted(self) -> None: ...
+
+    def encode(self, event: ServerEvent) -> bytes: ...
+
+
+_LEADING_WHITESPACE = b" \t\r\n"
+
+
+async def sniff_codec(stream: trio.abc.ReceiveStream, limits: SessionLimits) -> ServerCodec | None:
+    """Read until the first byte that is not white space and pick the dialect from it.
+
+    A ``{`` means JSON (names may not start with ``{``); anything else is the line dialect.
+    The bytes read are fed to the codec, so nothing is lost. ``None`` at end of stream.
+    """
+    seen = bytearray()
+    while True:
+        data = await stream.receive_some(limits.receive_size)
+        if not data:
+            return None
+        seen += data
+        stripped = seen.lstrip(_LEADING_WHITESPACE)
+        if stripped:
+            codec: ServerCodec
+            if stripped.startswith(b"{"):
+                codec = JsonCodec(limits.max_line_bytes)
+            else:
+                codec = LineCodec(limits.max_line_bytes)
+            codec.receive_data(bytes(seen))
+            return codec
+        if len(seen) > limits.max_line_bytes:
+            # Only white space so far: it carries nothing, so keep the buffer bounded.
+            del seen[:]
+
+
+class EventReader:
+    """Reads client events from ``stream`` through ``codec``.
+
+    Owns ``receive_some`` on the stream: exactly one task may call :meth:`next_event`.
+    """
+
+    def __init__(
+        self, stream: trio.abc.ReceiveStream, codec: ServerCodec, limits: SessionLimits
+    ) -> None:
+        self._stream = stream
+        self._codec = codec
+        self._limits = limits
+        self._at_eof = False
+
+    async def next_event(self) -> ClientEvent | None:
+        """The next event, or ``None`` once the peer has closed its side.
+
+        Raises:
+            RemoteProtocolError: from the codec; recoverable ones leave the reader usable.
+            trio.BrokenResourceError: the connection broke.
+        """
+        codec = self._codec
+        while True:
+            event = codec.next_event()
+            if event is not NEED_DATA:
+                return event
+            if self._at_eof:
+                return codec.flush_idle()
+            if codec.has_partial:
+                with trio.move_on_after(self._limits.idle_flush):
+                    data = await self._stream.receive_some(self._limits.receive_size)
+                    self._feed(data)
+                    continue
+                idle_event = codec.flush_idle()
+                if idle_event is not None:
+                    return idle_event
+            else:
+                self._feed(await self._stream.receive_some(self._limits.receive_size))
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        if data:
+            self._codec.receive_data(data)
+        else:
+            self._at_eof = True

@@ -1,0 +1,277 @@
+"""One TCP member's session: register a name, then a reader task and a writer task.
+
+The reader owns ``receive_some`` and turns events into room calls; the writer owns
+``send_all`` and drains the member's outbox, joining everything already queued into one write
+(coalescing under load; one message per write at human rates). Ending a session is one
+synchronous call, :meth:`ChatSession.finish`: the member leaves the room at once, its outbox
+closes, the reader is cancelled and the writer gets a short grace to flush what was queued
+(and a last line saying why) before the connection closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import trio
+
+from triochat.events import (
+    ClientEvent,
+    FileRequest,
+    Goodbye,
+    Hello,
+    Leave,
+    Notice,
+    Say,
+    ServerEvent,
+    Welcome,
+    Who,
+)
+from triochat.room import Delivery, Member, NameTaken, Room, open_outbox
+from triochat.server.reader import EventReader, ServerCodec, SessionLimits
+from triochat.text import InvalidName, name_key
+from triochat.wire.common import RemoteProtocolError
+
+logger = logging.getLogger(__name__)
+
+
+class SessionCounter:
+    """How many sessions are chatting, and a way to wait until none is (for shutdown)."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    def opened(self) -> None:
+        """A session started."""
+        self.active += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+
+    def closed(self) -> None:
+        """A session ended."""
+        self.active -= 1
+        if self.active == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no session is running."""
+        await self._idle.wait()
+
+
+class ChatSession:
+    """A TCP member from its first byte to its last.
+
+    Args:
+        stream: the connection; closed by :meth:`run` when the session ends.
+        codec: the dialect's codec (already fed any sniffed bytes).
+        room: the room to join.
+        peer: the peer's (ip, port).
+        limits: timeouts and sizes.
+        fixed_name: join under this name without asking (port-tagged members).
+        on_file_request: called for ``file_request`` events (the file relay), if any.
+        counter: counts this session while it is chatting, so shutdown can wait for it.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        codec: ServerCodec,
+        room: Room,
+        peer: tuple[str, int],
+        limits: SessionLimits,
+        *,
+        fixed_name: str | None = None,
+        on_file_request: Callable[[Member, FileRequest], None] | None = None,
+        counter: SessionCounter | None = None,
+    ) -> None:
+        self._stream = stream
+        self._codec = codec
+        self._room = room
+        self._peer = peer
+        self._limits = limits
+        self._fixed_name = fixed_name
+        self._on_file_request = on_file_request
+        self._counter = counter or SessionCounter()
+        self._reader = EventReader(stream, codec, limits)
+        self._outbox_send, self._outbox_receive = open_outbox()
+        self._member: Member | None = None
+        self._final: ServerEvent | None = None
+        self._finishing = False
+        self._reader_scope = trio.CancelScope()
+        self._writer_scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        """Serve the connection until the member leaves, is evicted, or the peer goes away."""
+        try:
+            member = await self._register()
+            if member is not None:
+                await self._chat(member)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            logger.debug("connection %s ended: %r", self._peer, error)
+        finally:
+            self.finish(None)
+            await trio.aclose_forcefully(self._stream)
+
+    # --- registration ------------------------------------------------------------------------
+
+    async def _register(self) -> Member | None:
+        if self._fixed_name is not None:
+            try:
+                return self._join(self._fixed_name, None)
+            except (InvalidName, NameTaken) as error:
+                await self._send_direct(Notice(str(error), is_error=True))
+                return None
+        with trio.move_on_after(self._limits.registration_timeout):
+            while True:
+                try:
+                    event = await self._reader.next_event()
+                except RemoteProtocolError as error:
+                    await self._send_direct(Notice(str(error), is_error=True))
+                    if not error.recoverable:
+                        return None
+                    continue
+                if event is None:
+                    return None
+                if isinstance(event, Leave):
+                    await self._send_direct(Goodbye(""))
+                    return None
+                if not isinstance(event, Hello):
+                    await self._send_direct(Notice("Send your nickname first", is_error=True))
+                    continue
+                try:
+                    return self._join(event.name, event.client_id)
+                except (InvalidName, NameTaken) as error:
+                    await self._send_direct(Notice(str(error), is_error=True))
+        with trio.move_on_after(self._limits.close_grace):
+            await self._send_direct(Notice("Timed out waiting for a nickname", is_error=True))
+        return None
+
+    def _join(self, name: str, client_id: str | None) -> Member:
+        ip, port = self._peer
+        member = Member(
+            name=name,
+            ip=ip,
+            port=port,
+            outbox=self._outbox_send,
+            on_evict=self._evicted,
+            client_id=client_id or "-",
+        )
+        self._room.join(member)
+        self._member = member
+        self._codec.name_accepted()
+        # Queued in the same synchronous step as the join, so it precedes every broadcast.
+        member.deliver_nowait(Delivery(Welcome(name, tuple(self._room.names()))))
+        return member
+
+    async def _send_direct(self, event: ServerEvent) -> None:
+        """Write one event before the writer task exists (registration only)."""
+        data = self._codec.encode(event)
+        if data:
+            await self._stream.send_all(data)
+
+    # --- chatting ----------------------------------------------------------------------------
+
+    async def _chat(self, member: Member) -> None:
+        self._counter.opened()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_loop, member)
+                nursery.start_soon(self._write_loop)
+        finally:
+            self._counter.closed()
+
+    async def _read_loop(self, member: Member) -> None:
+        with self._reader_scope:
+            try:
+                while True:
+                    try:
+                        event = await self._reader.next_event()
+                    except RemoteProtocolError as error:
+                        if not error.recoverable:
+                            self.finish(Notice(str(error), is_error=True))
+                            return
+                        self._room.tell(member, str(error), is_error=True)
+                        continue
+                    if event is None:
+                        self.finish(None)
+                        return
+                    self._dispatch(member, event)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.finish(None)
+
+    def _dispatch(self, member: Member, event: ClientEvent) -> None:
+        if isinstance(event, Say):
+            if event.nickname is not None and name_key(event.nickname) != name_key(member.name):
+                self._room.tell(
+                    member,
+                    f"Nickname {event.nickname!r} is not yours: you joined as {member.name!r}",
+                    is_error=True,
+                )
+                return
+            self._room.broadcast(member, event.text, event.timestamp)
+        elif isinstance(event, Leave):
+            self.finish(Goodbye(member.name))
+        elif isinstance(event, Who):
+            self._room.tell(member, "Members: " + ", ".join(self._room.names()))
+        elif isinstance(event, Hello):
+            self._room.tell(member, f"You already joined as {member.name}", is_error=True)
+        elif isinstance(event, FileRequest):
+            if self._on_file_request is None:
+                self._room.tell(member, "File transfer is not available here", is_error=True)
+            else:
+                self._on_file_request(member, event)
+
+    async def _write_loop(self) -> None:
+        codec = self._codec
+        stream = self._stream
+        outbox = self._outbox_receive
+        limit = self._limits.coalesce_bytes
+        with self._writer_scope:
+            try:
+                async for delivery in outbox:
+                    batch = [delivery.encode_for(codec)]
+                    size = len(batch[0])
+                    while size < limit:
+                        try:
+                            queued = outbox.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        data = queued.encode_for(codec)
+                        batch.append(data)
+                        size += len(data)
+                    if size:
+                        await stream.send_all(b"".join(batch))
+                if self._final is not None:
+                    data = codec.encode(self._final)
+                    if data:
+                        await stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        self.finish(None)
+        self._reader_scope.cancel()
+
+    # --- ending ------------------------------------------------------------------------------
+
+    def _evicted(self, reason: str) -> None:
+        logger.info("evicting %s: %s", self._peer, reason)
+        self.finish(Notice(reason, is_error=True))
+
+    def finish(self, final: ServerEvent | None) -> None:
+        """End the session: leave the room now, flush the queue and ``final``, then close.
+
+        Synchronous and idempotent (the first call's ``final`` wins), so the room may call it
+        from inside a broadcast and every exit path may call it again.
+        """
+        if self._finishing:
+            return
+        self._finishing = True
+        self._final = final
+        if self._member is not None:
+            self._room.leave(self._member)
+        self._outbox_send.close()
+        self._reader_scope.cancel()
+        if self._writer_scope.deadline == math.inf:
+            self._writer_scope.deadline = trio.current_time() + self._limits.close_grace

@@ -1,0 +1,33 @@
+"""What every codec shares: the NEED_DATA sentinel and the typed error for bad remote input."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Final, Literal
+
+
+class NeedData(Enum):
+    """Returned by ``next_event`` when the buffered bytes hold no complete event yet."""
+
+    NEED_DATA = "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+NeedDataType = Literal[NeedData.NEED_DATA]
+
+MAX_LINE_BYTES = 64 * 1024
+"""Longest line (or JSON object) a peer may send; longer ones are refused with an error."""
+
+
+class RemoteProtocolError(ValueError):
+    """The peer sent something the protocol does not allow: it is the peer's fault.
+
+    Attributes:
+        recoverable: True when the codec has already skipped the bad bytes and the connection
+            can go on (the session reports the error and keeps reading); False when the stream
+            can no longer be framed and the connection must close.
+    """
+
+    def __init__(self, message: str, *, recoverable: bool = True) -> None:
+        super().__init__(message)
+        self.recoverable = recoverable

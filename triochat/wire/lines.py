@@ -1,0 +1,226 @@
+"""Line framing and the two line dialects: named lines (seed 000) and port-tagged (seed 004)."""
+
+from __future__ import annotations
+
+from triochat.events import (
+    ChatMessage,
+    ClientEvent,
+    Dialect,
+    Goodbye,
+    Hello,
+    Leave,
+    Notice,
+    Say,
+    ServerEvent,
+    Welcome,
+    Who,
+)
+from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData, RemoteProtocolError
+
+
+class LineFramer:
+    """Splits a byte stream into text lines, with a bound on line length.
+
+    ``\\n`` ends a line and a ``\\r`` before it is dropped. Invalid UTF-8 is replaced (U+FFFD)
+    rather than refused, so a mis-encoded byte never costs the user the whole line. A line
+    longer than ``max_line_bytes`` is refused once with a recoverable error and the rest of it
+    is skipped up to its newline, so the buffer never grows past the limit.
+
+    ``flush_partial()`` hands over bytes that sit unterminated: the session calls it after a
+    short quiet time, which is how peers that ``send()`` a message without a newline work.
+    """
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of _buffer already known to hold no newline
+        self._max_line_bytes = max_line_bytes
+        self._skipping_long_line = False
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Add bytes from the peer."""
+        self._buffer += data
+
+    @property
+    def has_partial(self) -> bool:
+        """True when unterminated bytes are buffered (the idle flush would return a line)."""
+        return bool(self._buffer) and not self._skipping_long_line
+
+    def next_line(self) -> str | NeedData:
+        """The next complete line without its line ending, or ``NEED_DATA``.
+
+        Raises:
+            RemoteProtocolError: (recoverable) a line exceeded the limit; it was skipped.
+        """
+        newline = self._buffer.find(b"\n", self._scanned)
+        if newline < 0:
+            self._scanned = len(self._buffer)
+            if len(self._buffer) > self._max_line_bytes:
+                del self._buffer[:]
+                self._scanned = 0
+                if not self._skipping_long_line:
+                    self._skipping_long_line = True
+                    raise RemoteProtocolError(
+                        f"Line too long (limit {self._max_line_bytes} bytes); it was dropped"
+                    )
+            return NEED_DATA
+        raw = bytes(self._buffer[:newline])
+        del self._buffer[: newline + 1]
+        self._scanned = 0
+        if self._skipping_long_line:
+            self._skipping_long_line = False
+            return self.next_line()
+        if len(raw) > self._max_line_bytes:
+            raise RemoteProtocolError(
+                f"Line too long (limit {self._max_line_bytes} bytes); it was dropped"
+            )
+        return _decode_line(raw)
+
+    def flush_partial(self) -> str | None:
+        """Take the unterminated bytes as one complete line (``None`` if there are none)."""
+        if not self.has_partial:
+            return None
+        raw = bytes(self._buffer)
+        del self._buffer[:]
+        self._scanned = 0
+        return _decode_line(raw)
+
+
+def _decode_line(raw: bytes) -> str:
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    return raw.decode("utf-8", errors="replace")
+
+
+class LineCodec:
+    """The named line dialect: first line is the name, then one message per line.
+
+    Also netcat/telnet. Slash commands: ``/quit``, ``/who``; ``//text`` sends ``/text``.
+    """
+
+    dialect = Dialect.LINE
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._framer = LineFramer(max_line_bytes)
+        self._awaiting_name = True
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Add bytes from the peer."""
+        self._framer.receive_data(data)
+
+    @property
+    def has_partial(self) -> bool:
+        """True when an unterminated line is buffered."""
+        return self._framer.has_partial
+
+    def name_accepted(self) -> None:
+        """The room took the name: from now on every line is a message or a command."""
+        self._awaiting_name = False
+
+    def next_event(self) -> ClientEvent | NeedData:
+        """The next event, or ``NEED_DATA``. Blank lines are skipped once named.
+
+        Raises:
+            RemoteProtocolError: (recoverable) an over-long line or an unknown command.
+        """
+        while True:
+            line = self._framer.next_line()
+            if line is NEED_DATA:
+                return NEED_DATA
+            event = self._line_to_event(line)
+            if event is not None:
+                return event
+
+    def flush_idle(self) -> ClientEvent | None:
+        """The event carried by bytes that sat unterminated for the quiet time, if any."""
+        line = self._framer.flush_partial()
+        return None if line is None else self._line_to_event(line)
+
+    def _line_to_event(self, line: str) -> ClientEvent | None:
+        if self._awaiting_name:
+            return Hello(line.strip())
+        if not line.strip():
+            return None
+        if line.startswith("//"):
+            return Say(line[1:])
+        if line.startswith("/"):
+            command = line.strip().lower()
+            if command == "/quit":
+                return Leave()
+            if command == "/who":
+                return Who()
+            raise RemoteProtocolError(
+                f"Unknown command {line.split()[0]} (commands: /who, /quit; "
+                "start a line with // to send a '/')"
+            )
+        return Say(line)
+
+    def encode(self, event: ServerEvent) -> bytes:
+        """Bytes that show ``event`` to a line member (empty when it shows nothing)."""
+        if isinstance(event, ChatMessage):
+            return f"{event.sender}: {event.text}\n".encode()
+        if isinstance(event, Notice):
+            return f"*** {event.text}\n".encode()
+        if isinstance(event, Welcome | Goodbye):
+            # Seed-000 clients print every line they get: joining and leaving stay silent.
+            return b""
+        raise TypeError(f"cannot encode {event!r}")
+
+
+class PortTaggedCodec:
+    """Seed 004: no name line; messages show as ``<port>:<message>``; ``exit`` is echoed."""
+
+    dialect = Dialect.PORT_TAGGED
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._framer = LineFramer(max_line_bytes)
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Add bytes from the peer."""
+        self._framer.receive_data(data)
+
+    @property
+    def has_partial(self) -> bool:
+        """True when an unterminated line is buffered."""
+        return self._framer.has_partial
+
+    def name_accepted(self) -> None:
+        """Nothing to do: port-tagged members are named by their port."""
+
+    def next_event(self) -> ClientEvent | NeedData:
+        """The next event, or ``NEED_DATA``; blank lines are skipped.
+
+        Raises:
+            RemoteProtocolError: (recoverable) an over-long line.
+        """
+        while True:
+            line = self._framer.next_line()
+            if line is NEED_DATA:
+                return NEED_DATA
+            event = self._line_to_event(line)
+            if event is not None:
+                return event
+
+    def flush_idle(self) -> ClientEvent | None:
+        """The event carried by bytes that sat unterminated for the quiet time, if any."""
+        line = self._framer.flush_partial()
+        return None if line is None else self._line_to_event(line)
+
+    @staticmethod
+    def _line_to_event(line: str) -> ClientEvent | None:
+        if line.strip() == "exit":
+            return Leave()
+        if not line.strip():
+            return None
+        return Say(line)
+
+    def encode(self, event: ServerEvent) -> bytes:
+        """Bytes that show ``event`` to a port-tagged member."""
+        if isinstance(event, ChatMessage):
+            return f"{event.sender}:{event.text}\n".encode()
+        if isinstance(event, Notice):
+            return f"*** {event.text}\n".encode()
+        if isinstance(event, Goodbye):
+            return b"exit\n"
+        if isinstance(event, Welcome):
+            return b""
+        raise TypeError(f"cannot encode {event!r}")
