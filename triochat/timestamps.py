@@ -28,7 +28,10 @@ def parse_timestamp(value: object) -> datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return _from_epoch(float(value))
+        try:
+            return _from_epoch(float(value))
+        except OverflowError:
+            return None
     if not isinstance(value, str):
         return None
     text = value.strip().strip("'\"")

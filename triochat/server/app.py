@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import signal
@@ -14,7 +13,7 @@ import trio
 
 from triochat.room import Room
 from triochat.server.console import ChatConsole, PortTaggedConsole
-from triochat.server.reader import SessionLimits, sniff_codec
+from triochat.server.reader import SessionLimits
 from triochat.server.session import ChatSession, SessionCounter
 from triochat.wire.lines import PortTaggedCodec
 
@@ -103,16 +102,7 @@ async def run_chat_server(
 
     async def handle(stream: trio.SocketStream) -> None:
         peer = peer_of(stream)
-        codec = None
-        with (
-            trio.move_on_after(limits.registration_timeout),
-            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-        ):
-            codec = await sniff_codec(stream, limits)
-        if codec is None:
-            await trio.aclose_forcefully(stream)
-            return
-        await ChatSession(stream, codec, room, peer, limits, counter=counter).run()
+        await ChatSession(stream, None, room, peer, limits, counter=counter).run()
 
     await _serve_until_signal(listeners, handle, room, counter)
     return 0

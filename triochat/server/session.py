@@ -29,9 +29,10 @@ from triochat.events import (
     Who,
 )
 from triochat.room import Delivery, Member, NameTaken, Room, open_outbox
-from triochat.server.reader import EventReader, ServerCodec, SessionLimits
+from triochat.server.reader import EventReader, ServerCodec, SessionLimits, sniff_codec
 from triochat.text import InvalidName, name_key
 from triochat.wire.common import RemoteProtocolError
+from triochat.wire.lines import LineCodec
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class ChatSession:
 
     Args:
         stream: the connection; closed by :meth:`run` when the session ends.
-        codec: the dialect's codec (already fed any sniffed bytes).
+        codec: the dialect's codec, or ``None`` to tell the dialect from the first byte.
         room: the room to join.
         peer: the peer's (ip, port).
         limits: timeouts and sizes.
@@ -78,7 +79,7 @@ class ChatSession:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        codec: ServerCodec,
+        codec: ServerCodec | None,
         room: Room,
         peer: tuple[str, int],
         limits: SessionLimits,
@@ -88,14 +89,15 @@ class ChatSession:
         counter: SessionCounter | None = None,
     ) -> None:
         self._stream = stream
-        self._codec = codec
+        self._initial_codec = codec
+        self._codec: ServerCodec = LineCodec()  # replaced once the dialect is known
+        self._reader = EventReader(stream, self._codec, limits)
         self._room = room
         self._peer = peer
         self._limits = limits
         self._fixed_name = fixed_name
         self._on_file_request = on_file_request
         self._counter = counter or SessionCounter()
-        self._reader = EventReader(stream, codec, limits)
         self._outbox_send, self._outbox_receive = open_outbox()
         self._member: Member | None = None
         self._final: ServerEvent | None = None
@@ -118,13 +120,18 @@ class ChatSession:
     # --- registration ------------------------------------------------------------------------
 
     async def _register(self) -> Member | None:
-        if self._fixed_name is not None:
-            try:
-                return self._join(self._fixed_name, None)
-            except (InvalidName, NameTaken) as error:
-                await self._send_direct(Notice(str(error), is_error=True))
-                return None
         with trio.move_on_after(self._limits.registration_timeout):
+            codec = self._initial_codec or await sniff_codec(self._stream, self._limits)
+            if codec is None:
+                return None
+            self._codec = codec
+            self._reader = EventReader(self._stream, codec, self._limits)
+            if self._fixed_name is not None:
+                try:
+                    return self._join(self._fixed_name, None)
+                except (InvalidName, NameTaken) as error:
+                    await self._send_direct(Notice(str(error), is_error=True))
+                    return None
             while True:
                 try:
                     event = await self._reader.next_event()

@@ -78,6 +78,11 @@ class JsonObjectFramer:
                         recoverable=False,
                     )
                 return NEED_DATA
+            if end > self._max_object_bytes:
+                raise RemoteProtocolError(
+                    f"JSON object too large (limit {self._max_object_bytes} bytes)",
+                    recoverable=False,
+                )
             raw = bytes(self._buffer[:end])
             del self._buffer[:end]
             self._pos = 0
@@ -107,7 +112,10 @@ class JsonObjectFramer:
             return self._skip_to_object_start()
         del buffer[:start]
         self._pos = 0
-        self._skipping_garbage = False
+        if buffer:
+            # Only an object start ends a garbage run (or a newline, above): a run that spans
+            # several reads is still reported once.
+            self._skipping_garbage = False
         return bool(buffer)
 
     def _scan(self) -> int:
@@ -210,7 +218,8 @@ def object_to_event(obj: dict[str, Any]) -> ClientEvent:
         filename = _text_field(obj, "filename")
         assert owner is not None and filename is not None
         return FileRequest(owner, filename)
-    raise RemoteProtocolError(f"Unknown message type {kind!r}")
+    shown = repr(kind) if len(repr(kind)) <= 40 else repr(kind)[:37] + "..."
+    raise RemoteProtocolError(f"Unknown message type {shown}")
 
 
 def _dump(obj: dict[str, Any]) -> bytes:

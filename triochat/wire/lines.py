@@ -42,8 +42,12 @@ class LineFramer:
 
     @property
     def has_partial(self) -> bool:
-        """True when unterminated bytes are buffered (the idle flush would return a line)."""
-        return bool(self._buffer) and not self._skipping_long_line
+        """True when unterminated bytes are buffered, or an over-long line is being skipped.
+
+        Either way a quiet time ends the line (see :meth:`flush_partial`): a peer that never
+        sends newlines must not lose every message after one over-long one.
+        """
+        return bool(self._buffer) or self._skipping_long_line
 
     def next_line(self) -> str | NeedData:
         """The next complete line without its line ending, or ``NEED_DATA``.
@@ -77,7 +81,13 @@ class LineFramer:
 
     def flush_partial(self) -> str | None:
         """Take the unterminated bytes as one complete line (``None`` if there are none)."""
-        if not self.has_partial:
+        if self._skipping_long_line:
+            # The quiet time ends the over-long line too: drop its tail, start afresh.
+            self._skipping_long_line = False
+            del self._buffer[:]
+            self._scanned = 0
+            return None
+        if not self._buffer:
             return None
         raw = bytes(self._buffer)
         del self._buffer[:]

@@ -1,0 +1,270 @@
+"""Sessions over in-memory streams: registration, dialects, timeouts, eviction, coalescing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+
+from triochat.room import OUTBOX_LIMIT, Room
+from triochat.server.reader import SessionLimits, sniff_codec
+from triochat.server.session import ChatSession
+from triochat.wire.json_lines import JsonCodec
+from triochat.wire.lines import LineCodec, PortTaggedCodec
+
+LIMITS = SessionLimits(registration_timeout=5.0, idle_flush=0.1, close_grace=1.0)
+
+
+class Peer:
+    """The client end of an in-memory connection, reading whole lines."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._buffer = b""
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def line(self) -> str:
+        while b"\n" not in self._buffer:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError(self._buffer)
+            self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode()
+
+    async def closed(self) -> bool:
+        """True when the server closed the connection after everything it sent was read."""
+        return await self.stream.receive_some(65536) == b""
+
+
+@asynccontextmanager
+async def serving(room: Room, *, port: int = 40000) -> AsyncIterator[tuple[trio.Nursery, Peer]]:
+    """Run a sniffing session for one in-memory client."""
+    async with trio.open_nursery() as nursery:
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+
+        async def serve() -> None:
+            await ChatSession(server_stream, None, room, ("127.0.0.1", port), LIMITS).run()
+
+        nursery.start_soon(serve)
+        yield nursery, Peer(client_stream)
+
+
+async def test_line_members_chat_and_never_hear_themselves() -> None:
+    room = Room()
+    async with serving(room, port=1) as (_, alice), serving(room, port=2) as (_, bob):
+        await alice.send(b"alice\n")
+        await trio.testing.wait_all_tasks_blocked()
+        await bob.send(b"bob\r\nhello there\r\n")
+        assert await alice.line() == "bob: hello there"
+        await alice.send(b"hi bob\n")
+        assert await bob.line() == "alice: hi bob"
+        await alice.send(b"/quit\n")
+        assert await alice.closed()
+        await bob.stream.aclose()
+    assert room.names() == []
+
+
+async def test_taken_name_gets_a_reason_and_the_next_line_is_a_new_try() -> None:
+    room = Room()
+    async with serving(room) as (_, first), serving(room) as (_, second):
+        await first.send(b"Alice\n")
+        await trio.testing.wait_all_tasks_blocked()
+        await second.send(b"aLiCe\n")
+        assert await second.line() == "*** Nickname already in use"
+        await second.send(b"bad name\n")
+        assert await second.line() == "*** Name must not contain white space"
+        await second.send(b"carol\n")
+        await trio.testing.wait_all_tasks_blocked()
+        assert room.names() == ["Alice", "carol"]
+        await first.stream.aclose()
+        await second.stream.aclose()
+
+
+async def test_json_objects_without_newlines_and_trickled_bytes() -> None:
+    room = Room()
+    async with serving(room) as (_, listener):
+        await listener.send(b"listener\n")
+        client_stream, server_stream = trio.testing.lockstep_stream_pair()
+        async with trio.open_nursery() as nursery:
+
+            async def serve() -> None:
+                await ChatSession(server_stream, None, room, ("127.0.0.1", 9), LIMITS).run()
+
+            nursery.start_soon(serve)
+            payload = (
+                b'{"type":"nickname","nickname":"j","clientID":7,"timstamp":"x"}'
+                b'{"type":"message","nickname":"j","message":"a {\\"b\\"} c",'
+                b'"timestamp":"2024-03-21 10:30:45"}'
+            )
+            # One byte per send: the framer must reassemble everything.
+            for index in range(len(payload)):
+                await client_stream.send_all(payload[index : index + 1])
+            json_peer = Peer(client_stream)
+            welcome = json.loads(await json_peer.line())
+            assert welcome["type"] == "welcome"
+            assert await listener.line() == 'j: a {"b"} c'
+            await client_stream.send_all(b'{"type":"disconnect","nickname":"j","clientID":7}')
+            goodbye = json.loads(await json_peer.line())
+            assert goodbye["type"] == "disconnect"
+        await listener.stream.aclose()
+
+
+async def test_json_message_under_someone_elses_nickname_is_refused() -> None:
+    room = Room()
+    async with serving(room) as (_, victim), serving(room) as (_, forger):
+        await victim.send(b"victim\n")
+        await forger.send(b'{"type":"nickname","nickname":"forger","clientID":"1"}\n')
+        assert json.loads(await forger.line())["type"] == "welcome"
+        await forger.send(b'{"type":"message","nickname":"victim","message":"fake"}\n')
+        error = json.loads(await forger.line())
+        assert error["type"] == "error"
+        assert "not yours" in error["message"]
+        await forger.send(b'{"type":"message","nickname":"forger","message":"real"}\n')
+        assert await victim.line() == "forger: real"
+        await victim.stream.aclose()
+        await forger.stream.aclose()
+
+
+async def test_bad_json_gets_an_error_and_the_connection_goes_on() -> None:
+    room = Room()
+    async with serving(room) as (_, peer):
+        await peer.send(b'{"type":"nickname","nickname":"p"}\n')
+        assert json.loads(await peer.line())["type"] == "welcome"
+        await peer.send(b"{not json}\n")
+        assert json.loads(await peer.line())["type"] == "error"
+        await peer.send(b'{"type":"warp"}\n')
+        assert json.loads(await peer.line())["message"] == "Unknown message type 'warp'"
+        await peer.send(b'{"type":"disconnect"}')
+        assert json.loads(await peer.line())["type"] == "disconnect"
+        assert await peer.closed()
+
+
+async def test_silent_connection_times_out(autojump_clock: trio.testing.MockClock) -> None:
+    room = Room()
+    async with serving(room) as (_, peer):
+        await peer.send(b"\n")  # white space only: still no dialect, no name
+        start = trio.current_time()
+        assert await peer.line() == "*** Timed out waiting for a nickname"
+        assert await peer.closed()
+        assert trio.current_time() - start >= LIMITS.registration_timeout
+        assert room.names() == []
+
+
+async def test_line_member_that_never_names_itself_times_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    room = Room()
+    async with serving(room) as (_, peer):
+        await peer.send(b"bad name\n")
+        assert await peer.line() == "*** Name must not contain white space"
+        assert await peer.line() == "*** Timed out waiting for a nickname"
+        assert await peer.closed()
+        assert trio.current_time() >= LIMITS.registration_timeout
+
+
+async def test_unterminated_bytes_count_as_a_line_after_a_quiet_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    room = Room()
+    async with serving(room) as (_, listener), serving(room) as (_, unframed):
+        await listener.send(b"listener\n")
+        await unframed.send(b"unframed")
+        await trio.testing.wait_all_tasks_blocked()
+        assert room.names() == ["listener"]  # not yet: the name might still be arriving
+        await trio.sleep(LIMITS.idle_flush * 2)
+        assert room.names() == ["listener", "unframed"]
+        await unframed.send(b"no newline here")
+        assert await listener.line() == "unframed: no newline here"
+        await listener.stream.aclose()
+        await unframed.stream.aclose()
+
+
+async def test_port_tagged_members_and_exit_echo() -> None:
+    room = Room()
+    async with trio.open_nursery() as nursery:
+        peers = []
+        for port in (5001, 5002):
+            client_stream, server_stream = trio.testing.memory_stream_pair()
+            session = ChatSession(
+                server_stream,
+                PortTaggedCodec(),
+                room,
+                ("127.0.0.1", port),
+                LIMITS,
+                fixed_name=str(port),
+            )
+            nursery.start_soon(session.run)
+            peers.append(Peer(client_stream))
+        await trio.testing.wait_all_tasks_blocked()
+        await peers[0].send(b"Hi!\n")
+        assert await peers[1].line() == "5001:Hi!"
+        await peers[1].send(b"exit\n")
+        assert await peers[1].line() == "exit"
+        assert await peers[1].closed()
+        await peers[0].stream.aclose()
+
+
+async def test_writer_coalesces_everything_queued_into_one_write() -> None:
+    room = Room()
+    async with serving(room) as (_, reader), serving(room) as (_, writer):
+        await reader.send(b"reader\n")
+        await writer.send(b"writer\n")
+        await trio.testing.wait_all_tasks_blocked()
+        sender = room.find("writer")
+        assert sender is not None
+        for number in range(3):
+            room.broadcast(sender, f"m{number}")
+        data = await reader.stream.receive_some(65536)
+        assert data == b"writer: m0\nwriter: m1\nwriter: m2\n"
+        await reader.stream.aclose()
+        await writer.stream.aclose()
+
+
+async def test_member_that_never_reads_is_evicted_and_others_keep_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    room = Room()
+    async with trio.open_nursery() as nursery:
+        # The lockstep pair lets a write finish only when the peer reads: this peer never does.
+        stuck_client, stuck_server = trio.testing.lockstep_stream_pair()
+        nursery.start_soon(
+            ChatSession(stuck_server, LineCodec(), room, ("127.0.0.1", 1), LIMITS).run
+        )
+        await stuck_client.send_all(b"stuck\n")
+        async with serving(room, port=2) as (_, fast), serving(room, port=3) as (_, talker):
+            await fast.send(b"fast\n")
+            await talker.send(b"talker\n")
+            await trio.testing.wait_all_tasks_blocked()
+            total = OUTBOX_LIMIT + 50
+            for number in range(total):
+                await talker.send(f"{number}\n".encode())
+                assert await fast.line() == f"talker: {number}"
+            assert "stuck" not in room.names()
+            assert room.statistics().evictions == 1
+            await fast.stream.aclose()
+            await talker.stream.aclose()
+        await stuck_client.aclose()
+
+
+@pytest.mark.parametrize("first_bytes", [b"  \r\n{", b"{"])
+async def test_sniffing_picks_json_after_leading_white_space(first_bytes: bytes) -> None:
+    client, server = trio.testing.memory_stream_pair()
+    await client.send_all(first_bytes)
+    codec = await sniff_codec(server, LIMITS)
+    assert isinstance(codec, JsonCodec)
+
+
+async def test_sniffing_picks_lines_otherwise_and_keeps_the_bytes() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    await client.send_all(b"alice\n")
+    codec = await sniff_codec(server, LIMITS)
+    assert isinstance(codec, LineCodec)
+    event = codec.next_event()
+    assert getattr(event, "name", None) == "alice"
