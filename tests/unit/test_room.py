@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
-from triochat.events import ChatMessage
+from triochat.events import ChatMessage, Dialect, ServerEvent
 from triochat.room import OUTBOX_LIMIT, Delivery, InvalidName, Member, NameTaken, Room, open_outbox
 
 
@@ -98,18 +99,16 @@ def test_control_characters_are_escaped_once_for_everyone() -> None:
 
 def test_each_delivery_is_encoded_once_per_dialect() -> None:
     class CountingEncoder:
-        from triochat.events import Dialect
-
         dialect = Dialect.LINE
         calls = 0
 
-        def encode(self, event: object) -> bytes:
+        def encode(self, event: ServerEvent) -> bytes:
             CountingEncoder.calls += 1
             return b"x"
 
     delivery = Delivery(ChatMessage("a", "b", "t", "t", "127.0.0.1", 1))
     encoder = CountingEncoder()
-    assert [delivery.encode_for(encoder) for _ in range(5)] == [b"x"] * 5  # type: ignore[arg-type]
+    assert [delivery.encode_for(encoder) for _ in range(5)] == [b"x"] * 5
     assert CountingEncoder.calls == 1
 
 
@@ -124,7 +123,7 @@ async def test_concurrent_senders_give_every_member_one_total_order() -> None:
     async def chatter(member: Member) -> None:
         for number in range(20):
             room.broadcast(member, f"{member.name}-{number}")
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
     async with trio.open_nursery() as nursery:
         for member, _ in members:
@@ -152,7 +151,11 @@ def test_member_that_cannot_keep_up_is_evicted_and_others_get_everything() -> No
         room.join(member)
 
     # The evicting session would leave the room; emulate it with the eviction callback.
-    slow.on_evict = lambda reason: (reasons.append(reason), room.leave(slow))
+    def evict_slow(reason: str) -> None:
+        reasons.append(reason)
+        room.leave(slow)
+
+    slow.on_evict = evict_slow
     total = OUTBOX_LIMIT + 10
     received_by_fast = 0
     for number in range(total):
@@ -172,7 +175,12 @@ def test_close_evicts_everyone_with_the_reason_and_refuses_joins() -> None:
     room = Room()
     reasons: list[str] = []
     member, _ = make_member("a", reasons)
-    member.on_evict = lambda reason: (reasons.append(reason), room.leave(member))
+
+    def evict(reason: str) -> None:
+        reasons.append(reason)
+        room.leave(member)
+
+    member.on_evict = evict
     room.join(member)
     room.close("Server shutting down")
     assert reasons == ["Server shutting down"]
