@@ -19,7 +19,17 @@ def now_display() -> str:
     return format_local(datetime.now())
 
 
+MIN_YEAR = 1000
+"""Earlier years do not print as four digits, so they cannot be shown in the display format."""
+
+
 def parse_timestamp(value: object) -> datetime | None:
+    """Like :func:`_parse_timestamp`, but only dates the display format can show."""
+    parsed = _parse_timestamp(value)
+    return parsed if parsed is not None and parsed.year >= MIN_YEAR else None
+
+
+def _parse_timestamp(value: object) -> datetime | None:
     """Read a timestamp that some client sent, or ``None`` when it is missing or unreadable.
 
     Accepted: our display format, ISO 8601 (with ``T``, fractions or an offset), and Unix

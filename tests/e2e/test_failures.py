@@ -193,12 +193,9 @@ async def test_bad_input_does_not_disturb_others(harness: Harness) -> None:
 LIMIT = 64 * 1024
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a JSON object over the 64 KiB limit is accepted and broadcast when it "
-    "completes in the read that crosses the limit (the line dialect refuses such lines)",
-)
 async def test_json_object_over_the_limit_is_refused(harness: Harness) -> None:
+    """Regression: an object one byte over the limit used to be accepted when it completed
+    in the read that crossed the limit (fixed in 7547421)."""
     server, port = await harness.start_chat_server()
     watcher = await join_raw_line_peer(harness, server, port, "watcher")
 
