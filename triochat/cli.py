@@ -12,11 +12,13 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from pathlib import Path
 
 import trio
 
 from triochat.client.json_client import run_json_client
 from triochat.client.line_client import run_line_client
+from triochat.client.menu_client import run_menu_client
 from triochat.client.port_tagged_client import run_port_tagged_client
 from triochat.client.terminal import say
 from triochat.server.app import run_chat_server, run_port_tagged_server
@@ -124,7 +126,8 @@ CLIENT_USAGE = """\
 usage:
   ChatClient.py <port> [--host HOST]                      line chat (seed 000)
   ChatClient.py <host-or-ip> <port> <nickname> <clientID> JSON chat (seed 003)
-  ChatClient.py -l <listen port> -p <server port>         menu chat with files (seed 001)
+  ChatClient.py -l <listen port> -p <server port> [--share-dir DIR]
+                                                          menu chat with files (seed 001)
   ChatClient.py --udp <host-or-ip> <port>                 UDP chat (seed 002)
 options: -v/--verbose logs to stderr; --help shows this text.
 """
@@ -148,6 +151,8 @@ def client_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _choose_client(args: list[str], host: str | None) -> Callable[[], Awaitable[int]]:
+    if "-l" in args or "-p" in args:
+        return _menu_client(args, host)
     if not args:
         raise ArgumentError(1)
     if len(args) == 1:
@@ -170,6 +175,20 @@ def _choose_client(args: list[str], host: str | None) -> Callable[[], Awaitable[
     return partial(run_json_client, ip, port, nickname, client_id)
 
 
+def _menu_client(args: list[str], host: str | None) -> Callable[[], Awaitable[int]]:
+    """``-l <listen port> -p <server port> [--share-dir DIR]``: bad values name their position."""
+    share_dir = Path(_take_option(args, "--share-dir") or ".")
+    listen = _take_option(args, "-l")
+    server = _take_option(args, "-p")
+    listen_port = parse_port(listen, 2)
+    server_port = parse_port(server, 4)
+    if args:
+        raise ArgumentError(5)
+    if not share_dir.is_dir():
+        raise ArgumentError(6)
+    return partial(run_menu_client, host or "127.0.0.1", server_port, listen_port, share_dir)
+
+
 def _take_flag(args: list[str], *names: str) -> bool:
     found = False
     for name in names:
@@ -184,7 +203,8 @@ def _take_option(args: list[str], name: str) -> str | None:
         return None
     index = args.index(name)
     if index + 1 >= len(args):
-        raise SystemExit(f"{name} needs a value")
+        del args[index]
+        return None
     value = args[index + 1]
     del args[index : index + 2]
     return value

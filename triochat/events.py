@@ -29,6 +29,7 @@ class Hello:
     name: str
     client_id: str | None = None
     timestamp: str | None = None
+    file_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,4 +109,28 @@ class Goodbye:
     name: str
 
 
-ServerEvent = ChatMessage | Welcome | Notice | Goodbye
+@dataclass(frozen=True, slots=True)
+class FileAnnouncement:
+    """The server will open a file connection to this member presenting ``token``.
+
+    ``role`` is ``"fetch"`` when the member owns ``filename`` and should serve it, and
+    ``"deliver"`` when the member asked for it and will receive it. ``peer`` is the other end.
+    """
+
+    role: str
+    token: str
+    filename: str
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileFailed:
+    """A transfer this member asked for ended before any byte reached it, and why."""
+
+    token: str
+    filename: str
+    owner: str
+    reason: str
+
+
+ServerEvent = ChatMessage | Welcome | Notice | Goodbye | FileAnnouncement | FileFailed

@@ -73,6 +73,7 @@ class Member:
             member's session (cancel its scope) without blocking.
         client_id: what a JSON client calls its session ("-" for other dialects).
         receives_own: datagram members get their own messages back (seed 002).
+        file_port: where the member serves and receives files (menu clients), if anywhere.
     """
 
     name: str
@@ -82,6 +83,7 @@ class Member:
     on_evict: Callable[[str], None]
     client_id: str = "-"
     receives_own: bool = False
+    file_port: int | None = None
     evicted_reason: str | None = field(default=None, init=False)
 
     def deliver_nowait(self, delivery: Delivery) -> bool:

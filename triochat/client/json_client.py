@@ -45,6 +45,7 @@ class ServerObjects:
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
         self._codec = JsonClientCodec()
+        self.closed = False
 
     async def next(self) -> Broadcast | ServerReply | None:
         """The next event from the server, or ``None`` at end of connection."""
@@ -59,8 +60,9 @@ class ServerObjects:
             try:
                 data = await self._stream.receive_some(RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return None
+                data = b""
             if not data:
+                self.closed = True
                 return None
             self._codec.receive_data(data)
 

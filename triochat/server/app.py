@@ -6,7 +6,7 @@ import errno
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import trio
@@ -14,6 +14,7 @@ import trio
 from triochat.room import Room
 from triochat.server.console import ChatConsole, PortTaggedConsole
 from triochat.server.reader import SessionLimits
+from triochat.server.relay import FileRelay
 from triochat.server.session import ChatSession, SessionCounter
 from triochat.wire.lines import PortTaggedCodec
 
@@ -40,6 +41,8 @@ def display_ip(host: str | None) -> str:
 
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
+Service = Callable[..., Awaitable[None]]
+"""A background job started with ``nursery.start`` (it takes ``task_status``)."""
 
 
 async def _run_handler(handler: Handler, stream: trio.SocketStream) -> None:
@@ -51,7 +54,11 @@ async def _run_handler(handler: Handler, stream: trio.SocketStream) -> None:
 
 
 async def _serve_until_signal(
-    listeners: list[trio.SocketListener], handler: Handler, room: Room, counter: SessionCounter
+    listeners: list[trio.SocketListener],
+    handler: Handler,
+    room: Room,
+    counter: SessionCounter,
+    services: Sequence[Service] = (),
 ) -> None:
     """Serve until SIGINT/SIGTERM, then tell every member and give writers a grace to flush."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -64,6 +71,8 @@ async def _serve_until_signal(
                         partial(_run_handler, handler), listeners, handler_nursery=sessions
                     )
 
+            for service in services:
+                await sessions.start(service)
             sessions.start_soon(accept)
             async for signum in signals:
                 logger.info("signal %s: shutting down", signum)
@@ -97,14 +106,18 @@ async def run_chat_server(
         console.line(f"ERR - cannot create ChatServer socket using port number {port}")
         return 1
     room = Room(observer=console)
+    relay = FileRelay(room, console)
     counter = SessionCounter()
     console.started(display_ip(host), port)
 
     async def handle(stream: trio.SocketStream) -> None:
         peer = peer_of(stream)
-        await ChatSession(stream, None, room, peer, limits, counter=counter).run()
+        session = ChatSession(
+            stream, None, room, peer, limits, counter=counter, on_file_request=relay.request
+        )
+        await session.run()
 
-    await _serve_until_signal(listeners, handle, room, counter)
+    await _serve_until_signal(listeners, handle, room, counter, [relay.serve])
     return 0
 
 

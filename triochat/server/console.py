@@ -50,6 +50,16 @@ class ChatConsole(Console):
         )
         self.line(f"Broadcasted: {', '.join(recipients)}".rstrip())
 
+    def transfer_finished(self, filename: str, owner: str, requester: str, size: int) -> None:
+        """A file reached its requester, every chunk and the digest verified."""
+        self.line(
+            f"{now_display()} :: File {filename}: {owner} -> {requester}, {size} bytes, verified."
+        )
+
+    def transfer_failed(self, filename: str, owner: str, requester: str, reason: str) -> None:
+        """A transfer ended early, and why."""
+        self.line(f"{now_display()} :: File {filename}: {owner} -> {requester} failed: {reason}.")
+
 
 class PortTaggedConsole(Console):
     """Seed 004's server lines."""

@@ -149,14 +149,14 @@ class ChatSession:
                     await self._send_direct(Notice("Send your nickname first", is_error=True))
                     continue
                 try:
-                    return self._join(event.name, event.client_id)
+                    return self._join(event.name, event.client_id, event.file_port)
                 except (InvalidName, NameTaken) as error:
                     await self._send_direct(Notice(str(error), is_error=True))
         with trio.move_on_after(self._limits.close_grace):
             await self._send_direct(Notice("Timed out waiting for a nickname", is_error=True))
         return None
 
-    def _join(self, name: str, client_id: str | None) -> Member:
+    def _join(self, name: str, client_id: str | None, file_port: int | None = None) -> Member:
         ip, port = self._peer
         member = Member(
             name=name,
@@ -165,6 +165,7 @@ class ChatSession:
             outbox=self._outbox_send,
             on_evict=self._evicted,
             client_id=client_id or "-",
+            file_port=file_port,
         )
         self._room.join(member)
         self._member = member

@@ -17,6 +17,8 @@ from triochat.events import (
     ChatMessage,
     ClientEvent,
     Dialect,
+    FileAnnouncement,
+    FileFailed,
     FileRequest,
     Goodbye,
     Hello,
@@ -196,6 +198,15 @@ def _timestamp_field(obj: dict[str, Any]) -> str | None:
     return str(value)
 
 
+def _port_field(obj: dict[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise RemoteProtocolError(f"Field '{key}' must be a port number 1-65535")
+    return value
+
+
 def object_to_event(obj: dict[str, Any]) -> ClientEvent:
     """Turn one client object into an event.
 
@@ -210,7 +221,12 @@ def object_to_event(obj: dict[str, Any]) -> ClientEvent:
     if kind == "nickname":
         name = _text_field(obj, "nickname")
         assert name is not None
-        return Hello(name, _text_field(obj, "clientID", required=False), _timestamp_field(obj))
+        return Hello(
+            name,
+            _text_field(obj, "clientID", required=False),
+            _timestamp_field(obj),
+            _port_field(obj, "file_port"),
+        )
     if kind == "disconnect":
         return Leave()
     if kind == "file_request":
@@ -275,6 +291,29 @@ class JsonCodec:
             return _dump({"type": "welcome", "nickname": event.name, "members": event.members})
         if isinstance(event, Goodbye):
             return _dump({"type": "disconnect", "nickname": event.name, "message": "Goodbye"})
+        if isinstance(event, FileAnnouncement):
+            if event.role == "fetch":
+                kind, peer_key = "file_fetch", "requester"
+            else:
+                kind, peer_key = "file_incoming", "owner"
+            return _dump(
+                {
+                    "type": kind,
+                    "token": event.token,
+                    "filename": event.filename,
+                    peer_key: event.peer,
+                }
+            )
+        if isinstance(event, FileFailed):
+            return _dump(
+                {
+                    "type": "file_failed",
+                    "token": event.token,
+                    "filename": event.filename,
+                    "owner": event.owner,
+                    "message": event.reason,
+                }
+            )
         raise TypeError(f"cannot encode {event!r}")
 
 
@@ -328,16 +367,19 @@ class JsonClientCodec:
         return ServerReply(type=kind, message=str(obj.get("message", "")), fields=obj)
 
     @staticmethod
-    def nickname(nickname: str, client_id: str, timestamp: str) -> bytes:
-        """The join request."""
-        return _dump(
-            {
-                "type": "nickname",
-                "nickname": nickname,
-                "clientID": client_id,
-                "timestamp": timestamp,
-            }
-        )
+    def nickname(
+        nickname: str, client_id: str, timestamp: str, file_port: int | None = None
+    ) -> bytes:
+        """The join request; ``file_port`` tells the server where this client serves files."""
+        obj: dict[str, Any] = {
+            "type": "nickname",
+            "nickname": nickname,
+            "clientID": client_id,
+            "timestamp": timestamp,
+        }
+        if file_port is not None:
+            obj["file_port"] = file_port
+        return _dump(obj)
 
     @staticmethod
     def message(nickname: str, text: str, timestamp: str) -> bytes:

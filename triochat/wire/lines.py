@@ -6,6 +6,8 @@ from triochat.events import (
     ChatMessage,
     ClientEvent,
     Dialect,
+    FileAnnouncement,
+    FileFailed,
     Goodbye,
     Hello,
     Leave,
@@ -170,8 +172,11 @@ class LineCodec:
             return f"{event.sender}: {event.text}\n".encode()
         if isinstance(event, Notice):
             return f"*** {event.text}\n".encode()
-        if isinstance(event, Welcome | Goodbye):
-            # Seed-000 clients print every line they get: joining and leaving stay silent.
+        if isinstance(event, FileFailed):
+            return f"*** File {event.filename} from {event.owner} failed: {event.reason}\n".encode()
+        if isinstance(event, Welcome | Goodbye | FileAnnouncement):
+            # Seed-000 clients print every line they get: joining and leaving stay silent,
+            # and line members have no file port to announce anything to.
             return b""
         raise TypeError(f"cannot encode {event!r}")
 
@@ -231,6 +236,8 @@ class PortTaggedCodec:
             return f"*** {event.text}\n".encode()
         if isinstance(event, Goodbye):
             return b"exit\n"
-        if isinstance(event, Welcome):
+        if isinstance(event, FileFailed):
+            return f"*** File {event.filename} from {event.owner} failed: {event.reason}\n".encode()
+        if isinstance(event, Welcome | FileAnnouncement):
             return b""
         raise TypeError(f"cannot encode {event!r}")

@@ -1,0 +1,283 @@
+"""The file agent behind ``-l``: serves fetches and receives deliveries the server announced.
+
+A file connection is served only if its first line presents a token that the server announced
+over this client's own chat connection; the two race, so an unknown token is given a few
+seconds to be announced before the connection is closed with nothing said. Owners serve only
+plain names inside their share directory; requesters write a hidden temporary file there,
+verify every chunk and the whole-file digest, fsync, and rename it into place, so a partial or
+corrupt file never appears under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from triochat.wire.chunks import (
+    CHUNK_SIZE,
+    ChunkDecoder,
+    DataChunk,
+    EndOfFile,
+    HeaderReader,
+    SenderFailed,
+    encode_data,
+    encode_end,
+    encode_header,
+    is_plain_file_name,
+    new_digest,
+)
+from triochat.wire.common import NEED_DATA, RemoteProtocolError
+
+logger = logging.getLogger(__name__)
+
+ANNOUNCE_WAIT = 5.0
+"""Seconds a file connection may wait for its token to be announced over chat."""
+HEADER_TIMEOUT = 5.0
+"""Seconds a file connection has to send its header line."""
+STALL_TIMEOUT = 30.0
+"""Seconds a transfer may go without progress."""
+MAX_PENDING = 256
+"""Announced tokens kept at once; the oldest are forgotten first."""
+RECEIVE_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A transfer the server announced: our ``role`` in it, the file, and the other member."""
+
+    role: str
+    filename: str
+    peer: str
+
+
+class TransferError(Exception):
+    """This transfer cannot go on; ``str(error)`` says why, for the user."""
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class FileAgent:
+    """Serves and receives files for one menu client.
+
+    Args:
+        share_dir: the directory files are served from and written to.
+        report: prints one line for the user (a file arrived, or failed and why).
+        stall_timeout: seconds without progress before a transfer is abandoned.
+    """
+
+    def __init__(
+        self,
+        share_dir: Path,
+        report: Callable[[str], None],
+        *,
+        stall_timeout: float = STALL_TIMEOUT,
+        announce_wait: float = ANNOUNCE_WAIT,
+    ) -> None:
+        self._share_dir = share_dir.resolve()
+        self._report = report
+        self._stall_timeout = stall_timeout
+        self._announce_wait = announce_wait
+        self._expected: OrderedDict[str, Expected] = OrderedDict()
+        self._announced = trio.Event()
+        self._file_mode = 0o666 & ~_current_umask()
+
+    # --- announcements (from the chat connection) --------------------------------------------
+
+    def announce(self, role: str, token: str, filename: str, peer: str) -> None:
+        """The server will connect with ``token``; remember what for."""
+        self._expected[token] = Expected(role, filename, peer)
+        while len(self._expected) > MAX_PENDING:
+            self._expected.popitem(last=False)
+        self._announced.set()
+        self._announced = trio.Event()
+
+    def transfer_failed(self, filename: str, owner: str, reason: str) -> None:
+        """The server says a requested transfer failed before it reached us."""
+        self._report(f"File {filename} from {owner} failed: {reason}")
+
+    async def _claim(self, token: object) -> Expected | None:
+        if not isinstance(token, str):
+            return None
+        with trio.move_on_after(self._announce_wait):
+            while token not in self._expected:
+                await self._announced.wait()
+            return self._expected.pop(token)
+        return None
+
+    # --- connections -------------------------------------------------------------------------
+
+    async def serve(
+        self,
+        listeners: list[trio.SocketListener],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept file connections until cancelled."""
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            await trio.serve_listeners(self.handle, listeners, handler_nursery=nursery)
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        """Serve one file connection; a stranger gets nothing at all."""
+        try:
+            async with stream:
+                headers = HeaderReader()
+                with trio.move_on_after(HEADER_TIMEOUT):
+                    header = await self._read_header(stream, headers)
+                    expected = await self._claim(header.get("token"))
+                    if expected is None:
+                        return
+                if expected is None:
+                    return
+                if expected.role == "fetch":
+                    await self._serve_file(stream, expected)
+                else:
+                    await self._receive_file(stream, expected, header, headers.take_rest())
+        except (TransferError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            logger.info("file connection ended: %s", error)
+
+    async def _read_header(
+        self, stream: trio.abc.ReceiveStream, reader: HeaderReader
+    ) -> dict[str, Any]:
+        while True:
+            try:
+                header = reader.next_header()
+            except RemoteProtocolError as error:
+                raise TransferError(str(error)) from error
+            if header is not NEED_DATA:
+                return header
+            data = await self._receive(stream)
+            if not data:
+                raise TransferError("the connection closed")
+            reader.receive_data(data)
+
+    async def _receive(self, stream: trio.abc.ReceiveStream) -> bytes:
+        try:
+            with trio.fail_after(self._stall_timeout):
+                return bytes(await stream.receive_some(RECEIVE_SIZE))
+        except trio.TooSlowError as error:
+            raise TransferError("the transfer stalled") from error
+
+    async def _send(self, stream: trio.abc.SendStream, data: bytes) -> None:
+        try:
+            with trio.fail_after(self._stall_timeout):
+                await stream.send_all(data)
+        except trio.TooSlowError as error:
+            raise TransferError("the transfer stalled") from error
+
+    # --- owner side --------------------------------------------------------------------------
+
+    def _shared_path(self, filename: str) -> Path:
+        """The file ``filename`` names in the share directory, or why it cannot be served."""
+        if not is_plain_file_name(filename):
+            raise TransferError("not a plain file name")
+        path = self._share_dir / filename
+        # A link may point anywhere: serve it only if it resolves inside the share directory.
+        if path.resolve().parent != self._share_dir:
+            raise TransferError("no such file")
+        return path
+
+    async def _serve_file(self, stream: trio.abc.Stream, expected: Expected) -> None:
+        try:
+            path = self._shared_path(expected.filename)
+            file = await trio.open_file(path.resolve(), "rb")
+        except TransferError as error:
+            await self._send(stream, encode_header({"status": "error", "message": str(error)}))
+            return
+        except OSError as error:
+            reason = "no such file" if isinstance(error, FileNotFoundError) else "cannot read it"
+            await self._send(stream, encode_header({"status": "error", "message": reason}))
+            return
+        async with file:
+            size = os.fstat(file.fileno()).st_size
+            await self._send(stream, encode_header({"status": "ok", "size": size}))
+            digest = new_digest()
+            sent = 0
+            while True:
+                try:
+                    chunk = await file.read(CHUNK_SIZE)
+                except OSError:
+                    await self._send(stream, encode_header({"status": "error"}))
+                    raise
+                if not chunk:
+                    break
+                digest.update(chunk)
+                sent += len(chunk)
+                await self._send(stream, encode_data(chunk))
+            await self._send(stream, encode_end(sent, digest.digest()))
+        logger.info("served %s (%d bytes) to %s", expected.filename, sent, expected.peer)
+
+    # --- requester side ----------------------------------------------------------------------
+
+    async def _receive_file(
+        self, stream: trio.abc.Stream, expected: Expected, header: dict[str, Any], rest: bytes
+    ) -> None:
+        filename, owner = expected.filename, expected.peer
+        if not is_plain_file_name(filename):
+            raise TransferError("not a plain file name")
+        fd, temp_name = tempfile.mkstemp(
+            prefix=f".{filename}.", suffix=".part", dir=self._share_dir
+        )
+        temp_path = Path(temp_name)
+        try:
+            size = await self._write_verified(stream, fd, rest)
+            os.chmod(temp_path, self._file_mode)
+            os.replace(temp_path, self._share_dir / filename)
+        except (
+            TransferError,
+            OSError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+        ) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            self._report(f"File {filename} from {owner} failed: {reason}")
+            with (
+                trio.move_on_after(1),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
+                await stream.send_all(encode_header({"status": "error", "message": reason}))
+            return
+        finally:
+            # Whatever happened (cancellation included), no temporary file is left behind.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp_path)
+        self._report(f"File {filename} received from {owner}: {size} bytes, verified")
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._send(stream, encode_header({"status": "ok", "size": size}))
+
+    async def _write_verified(self, stream: trio.abc.ReceiveStream, fd: int, rest: bytes) -> int:
+        decoder = ChunkDecoder(check_digest=True)
+        decoder.receive_data(rest)
+        file = trio.wrap_file(os.fdopen(fd, "wb"))
+        async with file:
+            while True:
+                try:
+                    while (event := decoder.next_event()) is not NEED_DATA:
+                        if isinstance(event, DataChunk):
+                            await file.write(event.payload)
+                        elif isinstance(event, SenderFailed):
+                            raise TransferError(event.message)
+                        else:
+                            assert isinstance(event, EndOfFile)
+                            await file.flush()
+                            await trio.to_thread.run_sync(os.fsync, file.fileno())
+                            return event.size
+                    data = await self._receive(stream)
+                    if not data:
+                        decoder.end_of_stream()
+                    decoder.receive_data(data)
+                except RemoteProtocolError as error:
+                    raise TransferError(str(error)) from error

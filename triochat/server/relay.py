@@ -1,0 +1,296 @@
+"""The file relay: fetch from the owner's file port, verify each chunk, stream to the requester.
+
+For each request the relay announces two unguessable tokens over the members' own chat
+connections (the owner's says "serve this file", the requester's says "expect this file"),
+then dials the owner's file port, reads the header, dials the requester's file port and pipes
+frames through, checking each chunk's CRC-32 on the way. Backpressure is ``send_all``: the
+relay holds at most one read's worth of data per transfer, whatever the file size. Any failure
+ends that transfer only: the requester is told (over its file connection if it is open, over
+chat otherwise) and the console gets a line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import trio
+
+from triochat.events import FileAnnouncement, FileFailed, FileRequest, ServerEvent
+from triochat.room import Delivery, Member, Room
+from triochat.wire.chunks import (
+    ChunkDecoder,
+    DataChunk,
+    EndOfFile,
+    HeaderReader,
+    SenderFailed,
+    encode_error,
+    encode_header,
+    is_plain_file_name,
+)
+from triochat.wire.common import NEED_DATA, RemoteProtocolError
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5.0
+"""Seconds to reach a member's file port."""
+STALL_TIMEOUT = 30.0
+"""Seconds a transfer may go without any progress before it is abandoned."""
+RECEIVE_SIZE = 256 * 1024
+"""Bytes read from the owner at a time: the most the relay holds per transfer."""
+MAX_TRANSFERS = 64
+"""Transfers running at once; more requests are refused with a message."""
+
+Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
+
+
+class TransferFailed(Exception):
+    """A transfer cannot go on; ``str(error)`` is the reason shown to the requester."""
+
+
+class RelayObserver(Protocol):
+    """Hears how transfers end (the server console)."""
+
+    def transfer_finished(self, filename: str, owner: str, requester: str, size: int) -> None: ...
+
+    def transfer_failed(self, filename: str, owner: str, requester: str, reason: str) -> None: ...
+
+
+@dataclass
+class RelayStatistics:
+    """Counters for monitoring and benchmarks."""
+
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    bytes_relayed: int = 0
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One request in flight."""
+
+    owner: Member
+    requester: Member
+    filename: str
+    fetch_token: str
+    deliver_token: str
+
+
+def new_token() -> str:
+    """An unguessable one-time token (128 bits)."""
+    return secrets.token_hex(16)
+
+
+async def _open_tcp(host: str, port: int) -> trio.abc.Stream:
+    return await trio.open_tcp_stream(host, port)
+
+
+class FileRelay:
+    """Runs transfers in its own nursery; :meth:`request` is synchronous for the sessions.
+
+    Args:
+        room: where owners and requesters are looked up.
+        observer: told how each transfer ends.
+        connect: opens a stream to (ip, port); tests pass in-memory streams.
+        stall_timeout: seconds without progress before a transfer is abandoned.
+    """
+
+    def __init__(
+        self,
+        room: Room,
+        observer: RelayObserver,
+        *,
+        connect: Connector = _open_tcp,
+        stall_timeout: float = STALL_TIMEOUT,
+    ) -> None:
+        self._room = room
+        self._observer = observer
+        self._connect = connect
+        self._stall_timeout = stall_timeout
+        self._nursery: trio.Nursery | None = None
+        self._active = 0
+        self.stats = RelayStatistics()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Host transfers until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def request(self, requester: Member, request: FileRequest) -> None:
+        """Start a transfer for ``requester``, or tell it at once why not."""
+        owner = self._room.find(request.owner)
+        reason = self._refusal(requester, owner, request.filename)
+        if reason is not None or owner is None or self._nursery is None:
+            self._tell(
+                requester, FileFailed("", request.filename, request.owner, reason or "unavailable")
+            )
+            return
+        transfer = Transfer(owner, requester, request.filename, new_token(), new_token())
+        # Announced before dialing: each side's agent learns its token over its own chat.
+        self._tell(
+            owner,
+            FileAnnouncement("fetch", transfer.fetch_token, transfer.filename, requester.name),
+        )
+        self._tell(
+            requester,
+            FileAnnouncement("deliver", transfer.deliver_token, transfer.filename, owner.name),
+        )
+        self._active += 1
+        self.stats.started += 1
+        self._nursery.start_soon(self._run, transfer)
+
+    def _refusal(self, requester: Member, owner: Member | None, filename: str) -> str | None:
+        if requester.file_port is None:
+            return "you have no file port (start the menu client with -l <port>)"
+        if owner is None:
+            return "no such member"
+        if owner is requester:
+            return "you own that file already"
+        if owner.file_port is None:
+            return f"{owner.name} does not share files"
+        if not is_plain_file_name(filename):
+            return "not a plain file name"
+        if self._active >= MAX_TRANSFERS:
+            return "too many transfers running; try again later"
+        return None
+
+    @staticmethod
+    def _tell(member: Member, event: ServerEvent) -> None:
+        member.deliver_nowait(Delivery(event))
+
+    async def _run(self, transfer: Transfer) -> None:
+        names = (transfer.filename, transfer.owner.name, transfer.requester.name)
+        try:
+            size = await self._relay(transfer)
+        except TransferFailed as failure:
+            self.stats.failed += 1
+            self._observer.transfer_failed(*names, str(failure))
+        except Exception:
+            # A bug in one transfer must not take the server down; it is logged, not hidden.
+            logger.exception("transfer of %r failed unexpectedly", transfer.filename)
+            self.stats.failed += 1
+            self._observer.transfer_failed(*names, "internal error")
+        else:
+            self.stats.completed += 1
+            self._observer.transfer_finished(*names, size)
+        finally:
+            self._active -= 1
+
+    async def _relay(self, transfer: Transfer) -> int:
+        owner, requester = transfer.owner, transfer.requester
+        source: trio.abc.Stream | None = None
+        destination: trio.abc.Stream | None = None
+        try:
+            try:
+                source = await self._dial(owner, "owner")
+                await self._send(source, encode_header({"token": transfer.fetch_token}))
+                headers = HeaderReader()
+                header = await self._read_header(source, headers)
+                if header.get("status") != "ok":
+                    raise TransferFailed(str(header.get("message") or "the owner refused"))
+                size = header.get("size")
+                if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                    raise TransferFailed("the owner sent a bad header")
+                destination = await self._dial(requester, "requester")
+            except TransferFailed as failure:
+                # Nothing reached the requester's file port: tell it over its chat connection.
+                self._tell(
+                    requester,
+                    FileFailed(transfer.deliver_token, transfer.filename, owner.name, str(failure)),
+                )
+                raise
+            await self._send(
+                destination, encode_header({"token": transfer.deliver_token, "size": size})
+            )
+            try:
+                await self._pipe(source, destination, headers.take_rest())
+            except TransferFailed as failure:
+                with (
+                    trio.move_on_after(1),
+                    contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+                ):
+                    await destination.send_all(encode_error(str(failure)))
+                raise
+            reply = await self._read_header(destination, HeaderReader())
+            if reply.get("status") != "ok":
+                raise TransferFailed(str(reply.get("message") or "the requester refused the file"))
+            return size
+        finally:
+            for stream in (source, destination):
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)
+
+    async def _dial(self, member: Member, role: str) -> trio.abc.Stream:
+        assert member.file_port is not None
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT):
+                return await self._connect(member.ip, member.file_port)
+        except (OSError, trio.TooSlowError) as error:
+            raise TransferFailed(f"cannot reach the {role}'s file port ({error})") from error
+
+    async def _send(self, stream: trio.abc.SendStream, data: bytes) -> None:
+        try:
+            with trio.fail_after(self._stall_timeout):
+                await stream.send_all(data)
+        except trio.TooSlowError as error:
+            raise TransferFailed("a peer stopped reading") from error
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            raise TransferFailed("a peer hung up") from error
+
+    async def _receive(self, stream: trio.abc.ReceiveStream) -> bytes:
+        try:
+            with trio.fail_after(self._stall_timeout):
+                return bytes(await stream.receive_some(RECEIVE_SIZE))
+        except trio.TooSlowError as error:
+            raise TransferFailed("a peer stalled") from error
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            raise TransferFailed("a peer hung up") from error
+
+    async def _read_header(
+        self, stream: trio.abc.ReceiveStream, reader: HeaderReader
+    ) -> dict[str, Any]:
+        while True:
+            try:
+                header = reader.next_header()
+            except RemoteProtocolError as error:
+                raise TransferFailed(str(error)) from error
+            if header is not NEED_DATA:
+                return header
+            data = await self._receive(stream)
+            if not data:
+                raise TransferFailed("a peer hung up")
+            reader.receive_data(data)
+
+    async def _pipe(
+        self, source: trio.abc.ReceiveStream, destination: trio.abc.SendStream, first: bytes
+    ) -> None:
+        decoder = ChunkDecoder(check_digest=False)
+        decoder.receive_data(first)
+        while True:
+            frames: list[bytes] = []
+            try:
+                while (event := decoder.next_event()) is not NEED_DATA:
+                    frames.append(event.frame)
+                    if isinstance(event, SenderFailed):
+                        await self._send(destination, b"".join(frames))
+                        raise TransferFailed(f"the owner failed: {event.message}")
+                    if isinstance(event, EndOfFile):
+                        await self._send(destination, b"".join(frames))
+                        return
+                    assert isinstance(event, DataChunk)
+                    self.stats.bytes_relayed += len(event.payload)
+            except RemoteProtocolError as error:
+                raise TransferFailed(f"corrupt data from the owner: {error}") from error
+            if frames:
+                await self._send(destination, b"".join(frames))
+            data = await self._receive(source)
+            if not data:
+                raise TransferFailed(f"the owner hung up after {decoder.size} bytes")
+            decoder.receive_data(data)

@@ -1,0 +1,243 @@
+"""File-relay framing: a header line, then fixed-size chunks with checksums, then a digest.
+
+Every file connection starts with one JSON header line (at most :data:`MAX_HEADER_BYTES`),
+then carries frames, all of one shape::
+
+    kind (1 byte) | payload length (4 bytes, big-endian) | payload | CRC-32 of payload (4 bytes)
+
+``D`` frames carry file data (at most :data:`MAX_CHUNK_PAYLOAD` bytes; senders use
+:data:`CHUNK_SIZE`). One ``E`` frame ends the file: its payload is the total size (8 bytes,
+big-endian) and the SHA-256 of the whole file (32 bytes). An ``X`` frame carries a UTF-8 error
+message instead (the sender could not go on). Choices, measured on this project's machine
+(see docs/PROTOCOL.md): CRC-32 runs at about 1.7 GB/s and catches every burst error within a
+chunk, so it checks each chunk as it passes the relay; SHA-256 (about 1.1 GB/s with SHA-NI,
+faster here than BLAKE2b) makes the end-to-end digest that the receiver checks before it
+renames the file into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from triochat.wire.common import NEED_DATA, NeedData, RemoteProtocolError
+
+CHUNK_SIZE = 128 * 1024
+"""Bytes of file data per frame that senders use."""
+MAX_CHUNK_PAYLOAD = 1024 * 1024
+"""Largest payload a receiver accepts; anything larger is a protocol error, never buffered."""
+MAX_HEADER_BYTES = 4096
+"""Longest header line; the header names a token and a file, nothing more."""
+
+DATA = b"D"
+END = b"E"
+ERROR = b"X"
+_PREFIX = struct.Struct(">cI")
+_CRC = struct.Struct(">I")
+_END_PAYLOAD = struct.Struct(">Q32s")
+FRAME_OVERHEAD = _PREFIX.size + _CRC.size
+
+
+def encode_frame(kind: bytes, payload: bytes) -> bytes:
+    """One frame of ``kind`` around ``payload``."""
+    return b"".join((_PREFIX.pack(kind, len(payload)), payload, _CRC.pack(zlib.crc32(payload))))
+
+
+def encode_data(payload: bytes) -> bytes:
+    """A data frame."""
+    return encode_frame(DATA, payload)
+
+
+def encode_end(size: int, digest: bytes) -> bytes:
+    """The end frame: total size and SHA-256 of everything sent."""
+    return encode_frame(END, _END_PAYLOAD.pack(size, digest))
+
+
+def encode_error(message: str) -> bytes:
+    """An error frame: the sender stops here, and says why."""
+    return encode_frame(ERROR, message.encode()[:MAX_HEADER_BYTES])
+
+
+def encode_header(fields: dict[str, Any]) -> bytes:
+    """A header line."""
+    line = json.dumps(fields, ensure_ascii=False).encode() + b"\n"
+    if len(line) > MAX_HEADER_BYTES:
+        raise ValueError("header too long")
+    return line
+
+
+def new_digest() -> Any:
+    """The running whole-file digest (SHA-256)."""
+    return hashlib.sha256()
+
+
+@dataclass(frozen=True, slots=True)
+class DataChunk:
+    """File data that passed its checksum; ``frame`` is the verified frame as received."""
+
+    payload: bytes
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfFile:
+    """The whole file arrived and matched its size and digest."""
+
+    size: int
+    digest: bytes
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SenderFailed:
+    """The sender gave up and said why."""
+
+    message: str
+    frame: bytes
+
+
+ChunkEvent = DataChunk | EndOfFile | SenderFailed
+
+
+class HeaderReader:
+    """Reads the one header line at the start of a file connection."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Add bytes from the peer."""
+        self._buffer += data
+
+    def next_header(self) -> dict[str, Any] | NeedData:
+        """The header, or ``NEED_DATA``.
+
+        Raises:
+            RemoteProtocolError: (fatal) over-long, not JSON, or not an object.
+        """
+        newline = self._buffer.find(b"\n")
+        if newline < 0:
+            if len(self._buffer) > MAX_HEADER_BYTES:
+                raise RemoteProtocolError("file header too long", recoverable=False)
+            return NEED_DATA
+        raw = bytes(self._buffer[:newline])
+        del self._buffer[: newline + 1]
+        try:
+            header = json.loads(raw)
+        except (ValueError, RecursionError) as error:
+            raise RemoteProtocolError(f"bad file header: {error}", recoverable=False) from error
+        if not isinstance(header, dict):
+            raise RemoteProtocolError("bad file header: not an object", recoverable=False)
+        return header
+
+    def take_rest(self) -> bytes:
+        """Bytes that arrived after the header (the first frames), handed to the next reader."""
+        rest = bytes(self._buffer)
+        del self._buffer[:]
+        return rest
+
+
+class ChunkDecoder:
+    """Checks frames as they arrive: each chunk's CRC-32, then the total size and digest.
+
+    Args:
+        check_digest: also keep the SHA-256 of the data and compare it at the end frame (the
+            receiver does; the relay checks each chunk and leaves the end-to-end digest to it).
+    """
+
+    def __init__(self, *, check_digest: bool = True) -> None:
+        self._buffer = bytearray()
+        self._digest = new_digest() if check_digest else None
+        self._size = 0
+        self.finished = False
+
+    @property
+    def size(self) -> int:
+        """Bytes of verified file data so far."""
+        return self._size
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Add bytes from the peer."""
+        self._buffer += data
+
+    def next_event(self) -> ChunkEvent | NeedData:
+        """The next verified frame as an event, or ``NEED_DATA``.
+
+        Raises:
+            RemoteProtocolError: (fatal) a checksum, size or digest mismatch, an unknown frame
+                kind, an over-large frame, or data after the end.
+        """
+        buffer = self._buffer
+        if len(buffer) < _PREFIX.size:
+            if buffer and self.finished:
+                raise RemoteProtocolError("data after the end of the file", recoverable=False)
+            return NEED_DATA
+        kind, length = _PREFIX.unpack_from(buffer)
+        if self.finished:
+            raise RemoteProtocolError("data after the end of the file", recoverable=False)
+        if kind not in (DATA, END, ERROR):
+            raise RemoteProtocolError(f"unknown frame kind {kind!r}", recoverable=False)
+        if length > MAX_CHUNK_PAYLOAD:
+            raise RemoteProtocolError(f"frame too large ({length} bytes)", recoverable=False)
+        total = _PREFIX.size + length + _CRC.size
+        if len(buffer) < total:
+            return NEED_DATA
+        frame = bytes(buffer[:total])
+        del buffer[:total]
+        payload = frame[_PREFIX.size : _PREFIX.size + length]
+        (crc,) = _CRC.unpack_from(frame, _PREFIX.size + length)
+        if zlib.crc32(payload) != crc:
+            raise RemoteProtocolError("chunk checksum mismatch", recoverable=False)
+        if kind == DATA:
+            self._size += length
+            if self._digest is not None:
+                self._digest.update(payload)
+            return DataChunk(payload, frame)
+        if kind == ERROR:
+            self.finished = True
+            return SenderFailed(payload.decode("utf-8", errors="replace"), frame)
+        return self._end(payload, frame)
+
+    def _end(self, payload: bytes, frame: bytes) -> EndOfFile:
+        if len(payload) != _END_PAYLOAD.size:
+            raise RemoteProtocolError("malformed end frame", recoverable=False)
+        size, digest = _END_PAYLOAD.unpack(payload)
+        if size != self._size:
+            raise RemoteProtocolError(
+                f"size mismatch: sender says {size} bytes, got {self._size}", recoverable=False
+            )
+        if self._digest is not None and self._digest.digest() != digest:
+            raise RemoteProtocolError("file digest mismatch", recoverable=False)
+        self.finished = True
+        return EndOfFile(size, digest, frame)
+
+    def end_of_stream(self) -> None:
+        """The connection ended: fine after the end frame, truncation otherwise.
+
+        Raises:
+            RemoteProtocolError: (fatal) the stream stopped before the end frame.
+        """
+        if not self.finished:
+            raise RemoteProtocolError(
+                f"transfer cut short after {self._size} bytes", recoverable=False
+            )
+
+
+def is_plain_file_name(name: str) -> bool:
+    """True for a bare file name: no directories, no ``..``, nothing absolute or hidden-tricky.
+
+    Owners serve and requesters write only such names, inside their own share directory.
+    """
+    return (
+        0 < len(name) <= 255
+        and name not in (".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\x00" not in name
+        and name.isprintable()
+        and not name.startswith(".")  # also keeps clear of the receiver's own temp files
+    )
