@@ -47,7 +47,7 @@ STALL_TIMEOUT = 30.0
 """Seconds a transfer may go without progress."""
 MAX_PENDING = 256
 """Announced tokens kept at once; the oldest are forgotten first."""
-RECEIVE_SIZE = 256 * 1024
+RECEIVE_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from triochat.events import FileAnnouncement, FileFailed, FileRequest, ServerEve
 from triochat.room import Delivery, Member, Room
 from triochat.wire.chunks import (
     ChunkDecoder,
-    DataChunk,
     EndOfFile,
     HeaderReader,
     SenderFailed,
@@ -40,7 +39,7 @@ CONNECT_TIMEOUT = 5.0
 """Seconds to reach a member's file port."""
 STALL_TIMEOUT = 30.0
 """Seconds a transfer may go without any progress before it is abandoned."""
-RECEIVE_SIZE = 256 * 1024
+RECEIVE_SIZE = 1024 * 1024
 """Bytes read from the owner at a time: the most the relay holds per transfer."""
 MAX_TRANSFERS = 64
 """Transfers running at once; more requests are refused with a message."""
@@ -271,25 +270,20 @@ class FileRelay:
     async def _pipe(
         self, source: trio.abc.ReceiveStream, destination: trio.abc.SendStream, first: bytes
     ) -> None:
+        """Forward verified frames as they complete; hold at most one read's worth of data."""
         decoder = ChunkDecoder(check_digest=False)
         decoder.receive_data(first)
         while True:
-            frames: list[bytes] = []
             try:
                 while (event := decoder.next_event()) is not NEED_DATA:
-                    frames.append(event.frame)
+                    await self._send(destination, event.frame)
                     if isinstance(event, SenderFailed):
-                        await self._send(destination, b"".join(frames))
                         raise TransferFailed(f"the owner failed: {event.message}")
                     if isinstance(event, EndOfFile):
-                        await self._send(destination, b"".join(frames))
                         return
-                    assert isinstance(event, DataChunk)
                     self.stats.bytes_relayed += len(event.payload)
             except RemoteProtocolError as error:
                 raise TransferFailed(f"corrupt data from the owner: {error}") from error
-            if frames:
-                await self._send(destination, b"".join(frames))
             data = await self._receive(source)
             if not data:
                 raise TransferFailed(f"the owner hung up after {decoder.size} bytes")

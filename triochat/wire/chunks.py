@@ -26,9 +26,9 @@ from typing import Any
 
 from triochat.wire.common import NEED_DATA, NeedData, RemoteProtocolError
 
-CHUNK_SIZE = 128 * 1024
+CHUNK_SIZE = 256 * 1024
 """Bytes of file data per frame that senders use."""
-MAX_CHUNK_PAYLOAD = 1024 * 1024
+MAX_CHUNK_PAYLOAD = 2 * 1024 * 1024
 """Largest payload a receiver accepts; anything larger is a protocol error, never buffered."""
 MAX_HEADER_BYTES = 4096
 """Longest header line; the header names a token and a file, nothing more."""
@@ -77,9 +77,12 @@ def new_digest() -> Any:
 
 @dataclass(frozen=True, slots=True)
 class DataChunk:
-    """File data that passed its checksum; ``frame`` is the verified frame as received."""
+    """File data that passed its checksum; ``frame`` is the verified frame as received.
 
-    payload: bytes
+    ``payload`` is a view into ``frame``, so a chunk is copied out of the buffer only once.
+    """
+
+    payload: memoryview
     frame: bytes
 
 
@@ -188,7 +191,7 @@ class ChunkDecoder:
             return NEED_DATA
         frame = bytes(buffer[:total])
         del buffer[:total]
-        payload = frame[_PREFIX.size : _PREFIX.size + length]
+        payload = memoryview(frame)[_PREFIX.size : _PREFIX.size + length]
         (crc,) = _CRC.unpack_from(frame, _PREFIX.size + length)
         if zlib.crc32(payload) != crc:
             raise RemoteProtocolError("chunk checksum mismatch", recoverable=False)
@@ -199,10 +202,10 @@ class ChunkDecoder:
             return DataChunk(payload, frame)
         if kind == ERROR:
             self.finished = True
-            return SenderFailed(payload.decode("utf-8", errors="replace"), frame)
+            return SenderFailed(bytes(payload).decode("utf-8", errors="replace"), frame)
         return self._end(payload, frame)
 
-    def _end(self, payload: bytes, frame: bytes) -> EndOfFile:
+    def _end(self, payload: memoryview, frame: bytes) -> EndOfFile:
         if len(payload) != _END_PAYLOAD.size:
             raise RemoteProtocolError("malformed end frame", recoverable=False)
         size, digest = _END_PAYLOAD.unpack(payload)
