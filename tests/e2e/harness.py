@@ -52,7 +52,8 @@ def _compile(pattern: Pattern) -> re.Pattern[str]:
 
 
 def _describe(pattern: Pattern) -> str:
-    return repr(pattern.pattern) if isinstance(pattern, re.Pattern) else repr(pattern)
+    text = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+    return _shorten(repr(text), 300)
 
 
 def free_port() -> int:

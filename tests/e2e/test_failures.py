@@ -219,3 +219,40 @@ async def test_json_object_over_the_limit_is_refused(harness: Harness) -> None:
     await biggy.send(b"after\n")
     await watcher.expect_next("biggy: after")  # nothing from jbig came before it
     assert not any("Client-Nickname:jbig" in line for line in server.stdout.lines)
+
+
+async def send_line_at_the_limit(server: Program, biggy: RawPeer) -> bool:
+    """``biggy`` sends a line of exactly LIMIT bytes, then ``small``; True if it was accepted."""
+    await biggy.send(b"x" * LIMIT + b"\n")
+    await biggy.send(b"small\n")
+    await server.expect_line(rx("Received: {any}Client-Nickname:biggy, {any}, Msg-Size:5"))
+    accepted = any(
+        "Client-Nickname:biggy," in line and line.endswith(f"Msg-Size:{LIMIT}")
+        for line in server.stdout.lines
+    )
+    if not accepted:
+        await biggy.expect_line(rx(r"*** {any}"))  # refused, and the sender was told
+    return accepted
+
+
+async def test_line_client_shows_every_message_the_server_accepted(harness: Harness) -> None:
+    server, port = await harness.start_chat_server()
+    lina = await join_line_client(harness, server, port, "lina")
+    biggy = await join_raw_line_peer(harness, server, port, "biggy")
+    accepted = await send_line_at_the_limit(server, biggy)
+    if accepted:
+        await lina.expect_next("biggy: " + "x" * LIMIT)
+    await lina.expect_next("biggy: small")
+
+
+async def test_json_client_survives_a_message_at_the_size_limit(harness: Harness) -> None:
+    server, port = await harness.start_chat_server()
+    jason = await join_json_client(harness, server, port, "Jason")
+    biggy = await join_raw_line_peer(harness, server, port, "biggy")
+    accepted = await send_line_at_the_limit(server, biggy)
+    # A local message needs a fraction of a second; 5 s keeps the known failure short.
+    if accepted:
+        await jason.expect_next(rx("{dt} :: biggy: " + "x" * LIMIT), within=5)
+    await jason.expect_next(rx("{dt} :: biggy: small"), within=5)
+    await jason.send_line("disconnect")
+    assert await jason.wait_exit(within=5) == 0

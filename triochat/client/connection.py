@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import trio
 
-from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, RemoteProtocolError
+from triochat.wire.common import MAX_SERVER_LINE_BYTES, NEED_DATA, RemoteProtocolError
+from triochat.client.terminal import warn
 from triochat.wire.lines import LineFramer
 
 RECEIVE_SIZE = 64 * 1024
@@ -36,7 +37,7 @@ class ServerLines:
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
-        self._framer = LineFramer(MAX_LINE_BYTES)
+        self._framer = LineFramer(MAX_SERVER_LINE_BYTES)
         self._eof = False
 
     async def readline(self) -> str | None:
@@ -44,8 +45,10 @@ class ServerLines:
         while True:
             try:
                 line = self._framer.next_line()
-            except RemoteProtocolError:
-                continue  # an over-long line from the server is dropped, as the server does
+            except RemoteProtocolError as error:
+                # Cannot happen with our server (see MAX_SERVER_LINE_BYTES); say so if it does.
+                warn(f"Dropped a line from the server: {error}")
+                continue
             if line is not NEED_DATA:
                 return line
             if self._eof:

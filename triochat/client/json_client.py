@@ -14,7 +14,7 @@ import trio
 from triochat.client.connection import LEAVE_GRACE, RECEIVE_SIZE, CannotConnect, connect
 from triochat.client.terminal import StdinLines, say, stdin_is_terminal, warn
 from triochat.timestamps import display_time_of, now_display
-from triochat.wire.common import NEED_DATA, RemoteProtocolError
+from triochat.wire.common import MAX_SERVER_LINE_BYTES, NEED_DATA, RemoteProtocolError
 from triochat.wire.json_lines import Broadcast, JsonClientCodec, ServerReply
 
 DISCONNECT_COMMAND = "disconnect"
@@ -44,7 +44,7 @@ class ServerObjects:
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
-        self._codec = JsonClientCodec()
+        self._codec = JsonClientCodec(MAX_SERVER_LINE_BYTES)
         self.closed = False
 
     async def next(self) -> Broadcast | ServerReply | None:
@@ -53,8 +53,12 @@ class ServerObjects:
             try:
                 event = self._codec.next_event()
             except RemoteProtocolError as error:
-                warn(f"Ignoring bad data from the server: {error}")
-                continue
+                warn(f"Bad data from the server: {error}")
+                if error.recoverable:
+                    continue
+                # The stream can no longer be framed: treat it as the server going away.
+                self.closed = True
+                return None
             if event is not NEED_DATA:
                 return event
             try:

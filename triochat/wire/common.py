@@ -18,6 +18,11 @@ NeedDataType = Literal[NeedData.NEED_DATA]
 MAX_LINE_BYTES = 64 * 1024
 """Longest line (or JSON object) a peer may send; longer ones are refused with an error."""
 
+MAX_SERVER_LINE_BYTES = 1024 * 1024
+"""Longest line or object clients accept from the server: a message the server accepted at
+:data:`MAX_LINE_BYTES` grows with the sender's name, escaped control characters (up to six
+bytes for one) and JSON quoting, and must still reach every client whole."""
+
 
 class RemoteProtocolError(ValueError):
     """The peer sent something the protocol does not allow: it is the peer's fault.
