@@ -21,6 +21,7 @@ from triochat.client.line_client import run_line_client
 from triochat.client.menu_client import run_menu_client
 from triochat.client.port_tagged_client import run_port_tagged_client
 from triochat.client.terminal import say
+from triochat.client.udp_client import run_udp_client
 from triochat.server.app import run_chat_server, run_port_tagged_server
 from triochat.text import InvalidName, check_name
 
@@ -75,6 +76,21 @@ def run_program(main: Callable[[], Awaitable[int]], *, verbose: bool = False) ->
     return EXIT_INTERRUPTED if interrupted else 1
 
 
+def raise_open_file_limit() -> None:
+    """Let the server hold as many connections as the hard limit allows (thousands, not 1,024)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            logger.info("could not raise the open file limit above %s", soft)
+
+
 def configure_logging(verbose: bool) -> None:
     """Logs go to stderr; stdout carries only the console lines people compare."""
     logging.basicConfig(
@@ -95,6 +111,9 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("port", nargs="?", help="TCP (and UDP) port to listen on, 1-65535")
     parser.add_argument("--host", default=None, help="address to bind (default: all interfaces)")
+    parser.add_argument(
+        "--no-udp", action="store_true", help="no UDP endpoint (datagram dialect) on the port"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
@@ -103,7 +122,10 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     except ArgumentError as error:
         say(str(error))
         return 1
-    return run_program(partial(run_chat_server, port, args.host), verbose=args.verbose)
+    raise_open_file_limit()
+    return run_program(
+        partial(run_chat_server, port, args.host, udp=not args.no_udp), verbose=args.verbose
+    )
 
 
 def port_tagged_server_main(argv: Sequence[str] | None = None) -> int:
@@ -128,7 +150,8 @@ usage:
   ChatClient.py <host-or-ip> <port> <nickname> <clientID> JSON chat (seed 003)
   ChatClient.py -l <listen port> -p <server port> [--share-dir DIR]
                                                           menu chat with files (seed 001)
-  ChatClient.py --udp <host-or-ip> <port>                 UDP chat (seed 002)
+  ChatClient.py --udp <host-or-ip> <port> [<nickname>] [--show-sender]
+                                                          UDP chat (seed 002)
 options: -v/--verbose logs to stderr; --help shows this text.
 """
 
@@ -151,6 +174,8 @@ def client_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _choose_client(args: list[str], host: str | None) -> Callable[[], Awaitable[int]]:
+    if "--udp" in args:
+        return _udp_client(args)
     if "-l" in args or "-p" in args:
         return _menu_client(args, host)
     if not args:
@@ -187,6 +212,28 @@ def _menu_client(args: list[str], host: str | None) -> Callable[[], Awaitable[in
     if not share_dir.is_dir():
         raise ArgumentError(6)
     return partial(run_menu_client, host or "127.0.0.1", server_port, listen_port, share_dir)
+
+
+def _udp_client(args: list[str]) -> Callable[[], Awaitable[int]]:
+    """``--udp <host-or-ip> <port> [<nickname>] [--show-sender]`` (seed 002).
+
+    Without a nickname the server names the client ``udp-<its port>``.
+    """
+    _take_flag(args, "--udp")
+    show_sender = _take_flag(args, "--show-sender")
+    if not args:
+        raise ArgumentError(1)
+    ip = resolve_host(args[0], 1)
+    port = parse_port(args[1] if len(args) > 1 else None, 2)
+    if len(args) > 3:
+        raise ArgumentError(4)
+    name: str | None = None
+    if len(args) == 3:
+        try:
+            name = check_name(args[2])
+        except InvalidName:
+            raise ArgumentError(3) from None
+    return partial(run_udp_client, ip, port, show_sender=show_sender, name=name)
 
 
 def _take_flag(args: list[str], *names: str) -> bool:

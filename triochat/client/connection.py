@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import trio
 
-from triochat.wire.common import MAX_SERVER_LINE_BYTES, NEED_DATA, RemoteProtocolError
 from triochat.client.terminal import warn
+from triochat.wire.common import MAX_SERVER_LINE_BYTES, NEED_DATA, RemoteProtocolError
 from triochat.wire.lines import LineFramer
 
 RECEIVE_SIZE = 64 * 1024

@@ -16,6 +16,7 @@ from triochat.server.console import ChatConsole, PortTaggedConsole
 from triochat.server.reader import SessionLimits
 from triochat.server.relay import FileRelay
 from triochat.server.session import ChatSession, SessionCounter
+from triochat.server.udp import DatagramEndpoint, open_datagram_sockets
 from triochat.wire.lines import PortTaggedCodec
 
 logger = logging.getLogger(__name__)
@@ -94,15 +95,27 @@ async def open_listeners(port: int, host: str | None) -> list[trio.SocketListene
 
 
 async def run_chat_server(
-    port: int, host: str | None = None, limits: SessionLimits | None = None
+    port: int, host: str | None = None, limits: SessionLimits | None = None, *, udp: bool = True
 ) -> int:
-    """``ChatServer.py``: every dialect in one room. Returns the exit code."""
+    """``ChatServer.py``: every dialect in one room (UDP too unless ``udp=False``).
+
+    Returns the exit code.
+    """
     limits = limits or SessionLimits()
     console = ChatConsole()
     try:
         listeners = await open_listeners(port, host)
     except OSError as error:
         logger.debug("listen failed: %r", error)
+        console.line(f"ERR - cannot create ChatServer socket using port number {port}")
+        return 1
+    try:
+        bound_port = int(listeners[0].socket.getsockname()[1])
+        datagram_sockets = await open_datagram_sockets(bound_port, host) if udp else []
+    except OSError as error:
+        logger.debug("UDP bind failed: %r", error)
+        for listener in listeners:
+            await listener.aclose()
         console.line(f"ERR - cannot create ChatServer socket using port number {port}")
         return 1
     room = Room(observer=console)
@@ -117,7 +130,14 @@ async def run_chat_server(
         )
         await session.run()
 
-    await _serve_until_signal(listeners, handle, room, counter, [relay.serve])
+    services: list[Service] = [relay.serve]
+    if datagram_sockets:
+        services.append(DatagramEndpoint(room, datagram_sockets, counter=counter).serve)
+    try:
+        await _serve_until_signal(listeners, handle, room, counter, services)
+    finally:
+        for sock in datagram_sockets:
+            sock.close()
     return 0
 
 

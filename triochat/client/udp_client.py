@@ -1,0 +1,166 @@
+"""``ChatClient.py --udp <host> <port>`` (seed 002): chat over UDP datagrams.
+
+The client greets the server, sends each stdin line as a ``MESSAGE``, prints the text of every
+``INCOMING`` (its own messages included, as the seed shows) and re-greets every
+:data:`~triochat.wire.datagrams.REFRESH_INTERVAL` seconds so its registration never expires.
+End of input or Ctrl-C (the seed's way to leave) sends ``LEAVE`` and exits 0 at once: UDP has
+nothing to flush.
+
+Like a TCP client whose connection is closed, it exits 1 with the reason on stderr when it is
+no longer a member: ``BYE <reason>`` (evicted, expired, server shutdown), ``ERROR <reason>``
+(its greeting was refused, e.g. a taken name), or an ICMP "port unreachable", which the kernel
+reports as ``ConnectionRefusedError`` because the socket is connected (that also makes the
+kernel drop datagrams from anyone but the server). ``NOTICE`` lines go to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket as stdlib_socket
+
+import trio
+
+from triochat.client.terminal import StdinLines, say, warn
+from triochat.wire.datagrams import (
+    LEAVE_DATAGRAM,
+    MAX_OUTGOING_BYTES,
+    REFRESH_INTERVAL,
+    Farewell,
+    Incoming,
+    ServerNote,
+    greeting,
+    message_datagrams,
+    parse_server_datagram,
+)
+
+logger = logging.getLogger(__name__)
+
+RECEIVE_SIZE = MAX_OUTGOING_BYTES + 1
+"""Big enough for the largest datagram the server sends."""
+
+WELCOME_LINES = ("Welcome to the chat room!", "Type your message and press Enter to send it")
+
+
+class UdpChat:
+    """One client's socket and what it prints; :meth:`run` chats until told to stop."""
+
+    def __init__(
+        self,
+        sock: trio.socket.SocketType,
+        server: str,
+        *,
+        show_sender: bool = False,
+        name: str | None = None,
+        refresh_interval: float = REFRESH_INTERVAL,
+    ) -> None:
+        self._socket = sock
+        self._server = server
+        self._show_sender = show_sender
+        self._greeting = greeting(name)
+        self._refresh_interval = refresh_interval
+        self.exit_code = 0
+
+    async def run(self) -> None:
+        """Greet, then chat until stdin ends, a signal arrives, or the server is unreachable."""
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                if not await self._send(self._greeting, nursery):
+                    return
+                for line in WELCOME_LINES:
+                    say(line)
+                nursery.start_soon(self._print_incoming, nursery)
+                nursery.start_soon(self._refresh, nursery)
+                nursery.start_soon(self._send_stdin_lines, nursery)
+                async for _signum in signals:
+                    break  # Ctrl-C: leave, as the seed does
+                nursery.cancel_scope.cancel()
+
+    async def leave(self) -> None:
+        """Tell the server we are gone (best effort: it expires us anyway)."""
+        if self.exit_code == 0:
+            try:
+                await self._socket.send(LEAVE_DATAGRAM)
+            except OSError as error:
+                logger.debug("LEAVE: %r", error)
+
+    async def _send(self, data: bytes, nursery: trio.Nursery) -> bool:
+        try:
+            await self._socket.send(data)
+        except ConnectionRefusedError:
+            self._gone(nursery)
+            return False
+        except OSError as error:
+            warn(f"Cannot send to the chat server at {self._server}: {error.strerror or error}")
+        return True
+
+    def _gone(self, nursery: trio.Nursery) -> None:
+        self._stop(nursery, f"The chat server at {self._server} is not reachable")
+
+    def _stop(self, nursery: trio.Nursery, reason: str) -> None:
+        """We are not a member any more: say why, exit 1."""
+        if self.exit_code == 0:
+            self.exit_code = 1
+            warn(reason)
+        nursery.cancel_scope.cancel()
+
+    async def _print_incoming(self, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                data = await self._socket.recv(RECEIVE_SIZE)
+            except ConnectionRefusedError:
+                self._gone(nursery)
+                return
+            except OSError as error:
+                logger.debug("recv: %r", error)
+                await trio.lowlevel.checkpoint()
+                continue
+            event = parse_server_datagram(data)
+            if isinstance(event, Incoming):
+                say(f"{event.name}: {event.text}" if self._show_sender else event.text)
+            elif isinstance(event, Farewell):
+                self._stop(nursery, f"Disconnected by the chat server: {event.reason}")
+                return
+            elif isinstance(event, ServerNote) and event.is_error:
+                self._stop(nursery, f"ERROR {event.text}")
+                return
+            elif isinstance(event, ServerNote):
+                warn(f"NOTICE {event.text}")
+
+    async def _refresh(self, nursery: trio.Nursery) -> None:
+        while True:
+            await trio.sleep(self._refresh_interval)
+            if not await self._send(self._greeting, nursery):
+                return
+
+    async def _send_stdin_lines(self, nursery: trio.Nursery) -> None:
+        stdin = StdinLines()
+        while (line := await stdin.readline()) is not None:
+            for data in message_datagrams(line):
+                if not await self._send(data, nursery):
+                    return
+        nursery.cancel_scope.cancel()
+
+
+async def run_udp_client(
+    host: str, port: int, *, show_sender: bool = False, name: str | None = None
+) -> int:
+    """Chat until stdin ends or Ctrl-C (exit 0), or the server is unreachable (exit 1)."""
+    server = f"{host}:{port}"
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
+        family, type_, proto, _, address = infos[0]
+        sock = trio.socket.socket(family, type_, proto)
+    except (OSError, IndexError) as error:
+        warn(f"Cannot reach the chat server at {server}: {error}")
+        return 1
+    with sock:
+        try:
+            await sock.connect(address)
+        except OSError as error:
+            warn(f"Cannot reach the chat server at {server}: {error.strerror or error}")
+            return 1
+        chat = UdpChat(sock, server, show_sender=show_sender, name=name)
+        await chat.run()
+        await chat.leave()
+    return chat.exit_code
