@@ -135,11 +135,12 @@ class FileAgent:
         try:
             async with stream:
                 headers = HeaderReader()
+                header: dict[str, Any] | None = None
                 with trio.move_on_after(HEADER_TIMEOUT):
                     header = await self._read_header(stream, headers)
-                    expected = await self._claim(header.get("token"))
-                    if expected is None:
-                        return
+                if header is None:
+                    return
+                expected = await self._claim(header.get("token"))
                 if expected is None:
                     return
                 if expected.role == "fetch":
@@ -148,6 +149,9 @@ class FileAgent:
                     await self._receive_file(stream, expected, header, headers.take_rest())
         except (TransferError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
             logger.info("file connection ended: %s", error)
+        except Exception:
+            # A bad request must never end the client: log it and keep serving.
+            logger.exception("file connection failed")
 
     async def _read_header(
         self, stream: trio.abc.ReceiveStream, reader: HeaderReader

@@ -127,6 +127,8 @@ class HeaderReader:
             if len(self._buffer) > MAX_HEADER_BYTES:
                 raise RemoteProtocolError("file header too long", recoverable=False)
             return NEED_DATA
+        if newline > MAX_HEADER_BYTES:
+            raise RemoteProtocolError("file header too long", recoverable=False)
         raw = bytes(self._buffer[:newline])
         del self._buffer[: newline + 1]
         try:
