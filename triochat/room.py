@@ -240,8 +240,8 @@ class Room:
         for member in list(self._members.values()):
             if member is sender and not member.receives_own:
                 continue
-            if member.deliver_nowait(delivery) and member is not sender:
-                recipients.append(member.name)
+            if member.deliver_nowait(delivery):
+                recipients.append(member.name)  # a datagram sender is its own recipient
         self._messages += 1
         self._deliveries += len(recipients)
         self._observer.message_accepted(message, sender, recipients)

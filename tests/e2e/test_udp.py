@@ -127,7 +127,8 @@ async def test_udp_and_tcp_clients_chat_in_one_room_through_a_garbage_flood(
     # A UDP member speaks: everyone hears it, the sender included (seed 002).
     await ursula.send_line("hello from udp one")
     await server.expect_next(rx(received(ursula_name, ursula_port, 18)))
-    await server.expect_next("Broadcasted: ulla, lina, rawu")
+    # A datagram sender gets its own message back, so it is listed among the recipients.
+    await server.expect_next(f"Broadcasted: {ursula_name}, ulla, lina, rawu")
     await ursula.expect_next("hello from udp one")
     await ulla.expect_next(f"{ursula_name}: hello from udp one")
     await lina.expect_next(f"{ursula_name}: hello from udp one")
@@ -137,7 +138,7 @@ async def test_udp_and_tcp_clients_chat_in_one_room_through_a_garbage_flood(
 
     await ulla.send_line("hi, ulla here")
     ulla_port = (await server.expect_next(rx(received("ulla", "{port}", 13)))).group(1)
-    await server.expect_next(f"Broadcasted: {ursula_name}, lina, rawu")
+    await server.expect_next(f"Broadcasted: {ursula_name}, ulla, lina, rawu")
     await ursula.expect_next("hi, ulla here")
     await ulla.expect_next("ulla: hi, ulla here")
     await lina.expect_next("ulla: hi, ulla here")
@@ -153,7 +154,7 @@ async def test_udp_and_tcp_clients_chat_in_one_room_through_a_garbage_flood(
 
     await rawu.send(b"MEShello from raw")  # the seed client's MES<text>
     await server.expect_next(rx(received("rawu", rawu.port, 14)))
-    await server.expect_next(f"Broadcasted: {ursula_name}, ulla, lina")
+    await server.expect_next(f"Broadcasted: {ursula_name}, ulla, lina, rawu")
     await ursula.expect_next("hello from raw")
     await ulla.expect_next("rawu: hello from raw")
     await lina.expect_next("rawu: hello from raw")
@@ -169,7 +170,7 @@ async def test_udp_and_tcp_clients_chat_in_one_room_through_a_garbage_flood(
         text = f"still chatting {round_number}"
         await ursula.send_line(text)
         await server.expect_next(rx(received(ursula_name, ursula_port, len(text))))
-        await server.expect_next("Broadcasted: ulla, lina, rawu")
+        await server.expect_next(f"Broadcasted: {ursula_name}, ulla, lina, rawu")
         await ursula.expect_next(text)
         await ulla.expect_next(f"{ursula_name}: {text}")
         await lina.expect_next(f"{ursula_name}: {text}")

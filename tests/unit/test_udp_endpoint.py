@@ -168,8 +168,8 @@ async def test_greeting_registers_and_messages_reach_everyone_the_sender_include
         assert recorder.lines == [
             "joined udp-4001 10.0.0.2:4001 -",
             "joined bob 10.0.0.2:4002 -",
-            "udp-4001: How are you? -> bob",
-            "bob: hi -> udp-4001",
+            "udp-4001: How are you? -> udp-4001,bob",
+            "bob: hi -> udp-4001,bob",
         ]
         stats = endpoint.statistics()
         assert (stats.registered, stats.greetings, stats.messages, stats.sent) == (2, 2, 2, 4)
@@ -286,7 +286,7 @@ async def test_greeting_again_is_harmless() -> None:
             await udp.send(data)
         await udp.send(b"MESSAGE once")
         assert await udp.received() == ["INCOMING 10.0.0.2 4001 udp-4001: once"]
-        assert recorder.lines == ["joined udp-4001 10.0.0.2:4001 -", "udp-4001: once -> "]
+        assert recorder.lines == ["joined udp-4001 10.0.0.2:4001 -", "udp-4001: once -> udp-4001"]
         stats = endpoint.statistics()
         assert (stats.greetings, stats.refreshes) == (1, 2)
 
