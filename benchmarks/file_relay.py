@@ -181,7 +181,8 @@ def main() -> None:
     print(
         f"file relay {result['size_mib']} MiB: {result['seconds']:.2f} s, "
         f"{result['relay_mb_s']:.0f} MB/s through the relay (direct loopback copy "
-        f"{result['direct_mb_s']:.0f} MB/s, ratio {result['relay_mb_s'] / result['direct_mb_s']:.2f}); "
+        f"{result['direct_mb_s']:.0f} MB/s, "
+        f"ratio {result['relay_mb_s'] / result['direct_mb_s']:.2f}); "
         f"server peak RSS {result['server_peak_rss_mib']:.1f} MiB; SHA-256 verified; "
         f"CPU s: server {result['server_cpu_s']:.2f}, owner {result['owner_cpu_s']:.2f}, "
         f"requester {result['requester_cpu_s']:.2f}"
