@@ -23,7 +23,9 @@ from triochat.client.port_tagged_client import run_port_tagged_client
 from triochat.client.terminal import say
 from triochat.client.udp_client import run_udp_client
 from triochat.server.app import run_chat_server, run_port_tagged_server
+from triochat.server.reader import SessionLimits
 from triochat.text import InvalidName, check_name
+from triochat.wire.common import MAX_SERVER_LINE_BYTES
 
 EXIT_INTERRUPTED = 130
 
@@ -114,9 +116,42 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-udp", action="store_true", help="no UDP endpoint (datagram dialect) on the port"
     )
+    defaults = SessionLimits()
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="TCP connections at once; more are refused with a notice (default %(default)s)",
+    )
+    parser.add_argument(
+        "--outbox-limit",
+        type=int,
+        default=defaults.outbox_limit,
+        help="messages queued for a member before it is disconnected as too slow "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--registration-timeout",
+        type=float,
+        default=defaults.registration_timeout,
+        help="seconds a new connection has to send its name (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-line-bytes",
+        type=int,
+        default=defaults.max_line_bytes,
+        help="longest line or JSON object accepted (default %(default)s)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
+    limits = SessionLimits(
+        max_connections=max(1, args.max_connections),
+        outbox_limit=max(1, args.outbox_limit),
+        registration_timeout=max(0.1, args.registration_timeout),
+        # Clients accept 1 MiB from the server; an escaped message may grow sixfold.
+        max_line_bytes=min(max(64, args.max_line_bytes), MAX_SERVER_LINE_BYTES // 8),
+    )
     try:
         port = parse_port(args.port, 1)
     except ArgumentError as error:
@@ -124,7 +159,8 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         return 1
     raise_open_file_limit()
     return run_program(
-        partial(run_chat_server, port, args.host, udp=not args.no_udp), verbose=args.verbose
+        partial(run_chat_server, port, args.host, limits, udp=not args.no_udp),
+        verbose=args.verbose,
     )
 
 

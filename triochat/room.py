@@ -93,7 +93,8 @@ class Member:
         try:
             self.outbox.send_nowait(delivery)
         except trio.WouldBlock:
-            self.evict(f"Disconnected: you fell more than {OUTBOX_LIMIT} messages behind")
+            limit = int(self.outbox.statistics().max_buffer_size)
+            self.evict(f"Disconnected: you fell more than {limit} messages behind")
             return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.evict("Disconnected")
@@ -144,9 +145,11 @@ class RoomStatistics:
     evictions: int
 
 
-def open_outbox() -> tuple[trio.MemorySendChannel[Delivery], trio.MemoryReceiveChannel[Delivery]]:
-    """A new bounded outbox for one member."""
-    return trio.open_memory_channel[Delivery](OUTBOX_LIMIT)
+def open_outbox(
+    limit: int = OUTBOX_LIMIT,
+) -> tuple[trio.MemorySendChannel[Delivery], trio.MemoryReceiveChannel[Delivery]]:
+    """A new outbox for one member, holding at most ``limit`` deliveries."""
+    return trio.open_memory_channel[Delivery](limit)
 
 
 class Room:
@@ -156,7 +159,10 @@ class Room:
     member. Sessions do the waiting, each on its own member's socket.
     """
 
-    def __init__(self, observer: RoomObserver | None = None) -> None:
+    def __init__(
+        self, observer: RoomObserver | None = None, outbox_limit: int = OUTBOX_LIMIT
+    ) -> None:
+        self.outbox_limit = outbox_limit
         self._members: dict[str, Member] = {}
         self._observer: RoomObserver = observer or SilentObserver()
         self._joined = 0
@@ -171,6 +177,12 @@ class Room:
 
     def __iter__(self) -> Iterator[Member]:
         return iter(list(self._members.values()))
+
+    def open_outbox(
+        self,
+    ) -> tuple[trio.MemorySendChannel[Delivery], trio.MemoryReceiveChannel[Delivery]]:
+        """A new outbox for a member of this room, bounded by :attr:`outbox_limit`."""
+        return open_outbox(self.outbox_limit)
 
     def names(self) -> list[str]:
         """Members' names in join order."""

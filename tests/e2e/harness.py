@@ -370,12 +370,12 @@ class Harness:
         self._nursery.start_soon(_pump, stream, peer.log)
         return peer
 
-    async def start_chat_server(self) -> tuple[Program, int]:
-        """``ChatServer.py <port> --host 127.0.0.1`` on a free port; waits for the banner."""
+    async def start_chat_server(self, *options: str) -> tuple[Program, int]:
+        """``ChatServer.py <port> --host 127.0.0.1 [options]`` on a free port, banner seen."""
         for _attempt in range(5):
             port = free_port()
             server = await self.start(
-                "ChatServer.py", str(port), "--host", LOCALHOST, label="ChatServer"
+                "ChatServer.py", str(port), "--host", LOCALHOST, *options, label="ChatServer"
             )
             first = await server.stdout.next_line()
             if first == f"ChatServer started with server IP: {LOCALHOST}, port: {port} ...":

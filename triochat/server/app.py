@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import signal
@@ -11,13 +12,15 @@ from functools import partial
 
 import trio
 
+from triochat.events import Notice
 from triochat.room import Room
 from triochat.server.console import ChatConsole, PortTaggedConsole
 from triochat.server.reader import SessionLimits
 from triochat.server.relay import FileRelay
 from triochat.server.session import ChatSession, SessionCounter
 from triochat.server.udp import DatagramEndpoint, open_datagram_sockets
-from triochat.wire.lines import PortTaggedCodec
+from triochat.wire.json_lines import JsonCodec
+from triochat.wire.lines import LineCodec, PortTaggedCodec
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,43 @@ async def _run_handler(handler: Handler, stream: trio.SocketStream) -> None:
     except Exception:
         # One connection's bug must never take the server down; it is logged, not hidden.
         logger.exception("session failed")
+
+
+SERVER_FULL_WAIT = 1.0
+"""Seconds a refused connection gets to show its dialect, so the refusal is in its language."""
+
+
+async def refuse_connection(stream: trio.SocketStream, limits: SessionLimits) -> None:
+    """Tell a connection over :attr:`SessionLimits.max_connections` why it is closed."""
+    reason = f"Server full ({limits.max_connections} connections); try again later"
+    with trio.move_on_after(SERVER_FULL_WAIT), contextlib.suppress(trio.BrokenResourceError):
+        first = b""
+        with trio.move_on_after(SERVER_FULL_WAIT / 2):
+            first = bytes(await stream.receive_some(1))
+        codec = JsonCodec() if first.startswith(b"{") else LineCodec()
+        await stream.send_all(codec.encode(Notice(reason, is_error=True)))
+    await trio.aclose_forcefully(stream)
+
+
+class ConnectionGate:
+    """Counts open TCP connections against :attr:`SessionLimits.max_connections`."""
+
+    def __init__(self, limits: SessionLimits) -> None:
+        self._limits = limits
+        self.open = 0
+        self.refused = 0
+
+    async def serve(self, stream: trio.SocketStream, handler: Handler) -> None:
+        """Run ``handler`` for ``stream``, or refuse it politely when the server is full."""
+        if self.open >= self._limits.max_connections:
+            self.refused += 1
+            await refuse_connection(stream, self._limits)
+            return
+        self.open += 1
+        try:
+            await handler(stream)
+        finally:
+            self.open -= 1
 
 
 async def _serve_until_signal(
@@ -118,17 +158,25 @@ async def run_chat_server(
             await listener.aclose()
         console.line(f"ERR - cannot create ChatServer socket using port number {port}")
         return 1
-    room = Room(observer=console)
+    room = Room(observer=console, outbox_limit=limits.outbox_limit)
     relay = FileRelay(room, console)
     counter = SessionCounter()
+    gate = ConnectionGate(limits)
     console.started(display_ip(host), port)
 
-    async def handle(stream: trio.SocketStream) -> None:
-        peer = peer_of(stream)
+    async def start_session(stream: trio.SocketStream) -> None:
+        try:
+            peer = peer_of(stream)
+        except OSError:  # reset before we even looked at it
+            await trio.aclose_forcefully(stream)
+            return
         session = ChatSession(
             stream, None, room, peer, limits, counter=counter, on_file_request=relay.request
         )
         await session.run()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await gate.serve(stream, start_session)
 
     services: list[Service] = [relay.serve]
     if datagram_sockets:

@@ -8,6 +8,7 @@ from typing import Protocol
 import trio
 
 from triochat.events import ClientEvent, Dialect, ServerEvent
+from triochat.room import OUTBOX_LIMIT
 from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData
 from triochat.wire.json_lines import JsonCodec
 from triochat.wire.lines import LineCodec
@@ -25,6 +26,8 @@ class SessionLimits:
         close_grace: seconds a departing member's writer gets to flush what is queued.
         max_line_bytes: longest line or JSON object accepted.
         coalesce_bytes: most bytes the writer joins into one ``send_all``.
+        max_connections: TCP connections served at once; more are refused with a notice.
+        outbox_limit: deliveries queued for one member before it is evicted (its SendQ).
     """
 
     registration_timeout: float = 30.0
@@ -33,6 +36,8 @@ class SessionLimits:
     close_grace: float = 1.0
     max_line_bytes: int = MAX_LINE_BYTES
     coalesce_bytes: int = 256 * 1024
+    max_connections: int = 10_000
+    outbox_limit: int = OUTBOX_LIMIT
 
 
 class ServerCodec(Protocol):

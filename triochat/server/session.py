@@ -28,7 +28,7 @@ from triochat.events import (
     Welcome,
     Who,
 )
-from triochat.room import Delivery, Member, NameTaken, Room, open_outbox
+from triochat.room import Delivery, Member, NameTaken, Room
 from triochat.server.reader import EventReader, ServerCodec, SessionLimits, sniff_codec
 from triochat.text import InvalidName, name_key
 from triochat.wire.common import RemoteProtocolError
@@ -98,7 +98,7 @@ class ChatSession:
         self._fixed_name = fixed_name
         self._on_file_request = on_file_request
         self._counter = counter or SessionCounter()
-        self._outbox_send, self._outbox_receive = open_outbox()
+        self._outbox_send, self._outbox_receive = room.open_outbox()
         self._member: Member | None = None
         self._final: ServerEvent | None = None
         self._finishing = False

@@ -136,11 +136,13 @@ _GARBAGE_COUNTERS = {
 class _Registration:
     """One registered address: its member, its outbox, and its sender task's scope."""
 
-    def __init__(self, sock: DatagramSocket, address: Address, last_heard: float) -> None:
+    def __init__(
+        self, sock: DatagramSocket, address: Address, last_heard: float, outbox_limit: int
+    ) -> None:
         self.socket = sock
         self.address = address
         self.last_heard = last_heard
-        self.outbox_send, self.outbox_receive = open_outbox()
+        self.outbox_send, self.outbox_receive = open_outbox(outbox_limit)
         self.send_scope = trio.CancelScope()
         self.farewell: str | None = None
         self.removed = False
@@ -269,7 +271,7 @@ class DatagramEndpoint:
         if name is None:
             self._refuse(sock, address, "No free default name, greet with one")
             return
-        registration = _Registration(sock, address, trio.current_time())
+        registration = _Registration(sock, address, trio.current_time(), self._room.outbox_limit)
 
         def evicted(reason: str) -> None:
             self._stats.evicted += 1
