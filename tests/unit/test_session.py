@@ -268,3 +268,19 @@ async def test_sniffing_picks_lines_otherwise_and_keeps_the_bytes() -> None:
     assert isinstance(codec, LineCodec)
     event = codec.next_event()
     assert getattr(event, "name", None) == "alice"
+
+
+async def test_a_burst_larger_than_an_outbox_in_one_read_evicts_nobody() -> None:
+    """Thousands of tiny messages in one read must not overflow readers that keep up."""
+    room = Room()
+    async with serving(room, port=1) as (_, reader), serving(room, port=2) as (_, flooder):
+        await reader.send(b"reader\n")
+        await flooder.send(b"flooder\n")
+        await trio.testing.wait_all_tasks_blocked()
+        burst = OUTBOX_LIMIT * 4
+        await flooder.send(b"".join(f"{n}\n".encode() for n in range(burst)))
+        for number in range(burst):
+            assert await reader.line() == f"flooder: {number}"
+        assert room.statistics().evictions == 0
+        await reader.stream.aclose()
+        await flooder.stream.aclose()

@@ -36,6 +36,9 @@ from triochat.wire.lines import LineCodec
 
 logger = logging.getLogger(__name__)
 
+EVENTS_PER_TURN = 32
+"""Events a reader handles before it yields to other tasks (the writers above all)."""
+
 
 class SessionCounter:
     """How many sessions are chatting, and a way to wait until none is (for shutdown)."""
@@ -192,9 +195,16 @@ class ChatSession:
             self._counter.closed()
 
     async def _read_loop(self, member: Member) -> None:
+        dispatched = 0
         with self._reader_scope:
             try:
                 while True:
+                    if dispatched >= EVENTS_PER_TURN:
+                        # One read can hold thousands of messages: let the writers drain the
+                        # outboxes before the next few, or a burst would evict readers that
+                        # keep up perfectly well.
+                        dispatched = 0
+                        await trio.lowlevel.checkpoint()
                     try:
                         event = await self._reader.next_event()
                     except RemoteProtocolError as error:
@@ -207,6 +217,7 @@ class ChatSession:
                         self.finish(None)
                         return
                     self._dispatch(member, event)
+                    dispatched += 1
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.finish(None)
 
