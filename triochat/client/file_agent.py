@@ -31,6 +31,7 @@ from triochat.wire.chunks import (
     SenderFailed,
     encode_data,
     encode_end,
+    encode_error,
     encode_header,
     is_plain_file_name,
     new_digest,
@@ -91,6 +92,7 @@ class FileAgent:
         self._stall_timeout = stall_timeout
         self._announce_wait = announce_wait
         self._expected: OrderedDict[str, Expected] = OrderedDict()
+        self._reported: OrderedDict[str, None] = OrderedDict()
         self._announced = trio.Event()
         self._file_mode = 0o666 & ~_current_umask()
 
@@ -104,9 +106,24 @@ class FileAgent:
         self._announced.set()
         self._announced = trio.Event()
 
-    def transfer_failed(self, filename: str, owner: str, reason: str) -> None:
-        """The server says a requested transfer failed before it reached us."""
-        self._report(f"File {filename} from {owner} failed: {reason}")
+    def transfer_failed(self, token: str, filename: str, owner: str, reason: str) -> None:
+        """The server says a transfer we asked for failed (said once per transfer)."""
+        self._expected.pop(token, None)
+        self._report_once(token, f"File {filename} from {owner} failed: {reason}")
+
+    def _report_once(self, token: str, line: str) -> None:
+        """Print a transfer's outcome unless it was printed already.
+
+        The server reports failures over chat, and the file connection may report the same
+        failure: whichever comes first is shown.
+        """
+        if token:
+            if token in self._reported:
+                return
+            self._reported[token] = None
+            while len(self._reported) > MAX_PENDING:
+                self._reported.popitem(last=False)
+        self._report(line)
 
     async def _claim(self, token: object) -> Expected | None:
         if not isinstance(token, str):
@@ -140,13 +157,14 @@ class FileAgent:
                     header = await self._read_header(stream, headers)
                 if header is None:
                     return
-                expected = await self._claim(header.get("token"))
-                if expected is None:
+                token = header.get("token")
+                expected = await self._claim(token)
+                if expected is None or not isinstance(token, str):
                     return
                 if expected.role == "fetch":
                     await self._serve_file(stream, expected)
                 else:
-                    await self._receive_file(stream, expected, header, headers.take_rest())
+                    await self._receive_file(stream, token, expected, headers.take_rest())
         except (TransferError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
             logger.info("file connection ended: %s", error)
         except Exception:
@@ -213,9 +231,10 @@ class FileAgent:
             while True:
                 try:
                     chunk = await file.read(CHUNK_SIZE)
-                except OSError:
-                    await self._send(stream, encode_header({"status": "error"}))
-                    raise
+                except OSError as error:
+                    logger.info("reading %s failed: %s", expected.filename, error)
+                    await self._send(stream, encode_error("the owner cannot read the file"))
+                    return
                 if not chunk:
                     break
                 digest.update(chunk)
@@ -227,7 +246,7 @@ class FileAgent:
     # --- requester side ----------------------------------------------------------------------
 
     async def _receive_file(
-        self, stream: trio.abc.Stream, expected: Expected, header: dict[str, Any], rest: bytes
+        self, stream: trio.abc.Stream, token: str, expected: Expected, rest: bytes
     ) -> None:
         filename, owner = expected.filename, expected.peer
         if not is_plain_file_name(filename):
@@ -236,6 +255,7 @@ class FileAgent:
             prefix=f".{filename}.", suffix=".part", dir=self._share_dir
         )
         temp_path = Path(temp_name)
+        failure: str | None = None
         try:
             size = await self._write_verified(stream, fd, rest)
             os.chmod(temp_path, self._file_mode)
@@ -246,19 +266,22 @@ class FileAgent:
             trio.BrokenResourceError,
             trio.ClosedResourceError,
         ) as error:
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-            self._report(f"File {filename} from {owner} failed: {reason}")
-            with (
-                trio.move_on_after(1),
-                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-            ):
-                await stream.send_all(encode_header({"status": "error", "message": reason}))
-            return
+            failure = (
+                error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            )
         finally:
             # Whatever happened (cancellation included), no temporary file is left behind.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp_path)
-        self._report(f"File {filename} received from {owner}: {size} bytes, verified")
+        if failure is not None:
+            self._report_once(token, f"File {filename} from {owner} failed: {failure}")
+            with (
+                trio.move_on_after(1),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
+                await stream.send_all(encode_header({"status": "error", "message": failure}))
+            return
+        self._report_once(token, f"File {filename} received from {owner}: {size} bytes, verified")
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self._send(stream, encode_header({"status": "ok", "size": size}))
 

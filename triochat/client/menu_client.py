@@ -98,6 +98,7 @@ async def run_menu_client(host: str, server_port: int, listen_port: int, share_d
                         )
                     elif event.type == "file_failed":
                         agent.transfer_failed(
+                            str(event.fields.get("token", "")),
                             str(event.fields.get("filename", "")),
                             str(event.fields.get("owner", "")),
                             event.message,

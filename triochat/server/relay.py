@@ -166,45 +166,46 @@ class FileRelay:
 
     async def _run(self, transfer: Transfer) -> None:
         names = (transfer.filename, transfer.owner.name, transfer.requester.name)
+        reason: str | None = None
+        size = 0
         try:
             size = await self._relay(transfer)
         except TransferFailed as failure:
-            self.stats.failed += 1
-            self._observer.transfer_failed(*names, str(failure))
+            reason = str(failure)
         except Exception:
             # A bug in one transfer must not take the server down; it is logged, not hidden.
             logger.exception("transfer of %r failed unexpectedly", transfer.filename)
-            self.stats.failed += 1
-            self._observer.transfer_failed(*names, "internal error")
-        else:
-            self.stats.completed += 1
-            self._observer.transfer_finished(*names, size)
+            reason = "internal error"
         finally:
             self._active -= 1
+        if reason is None:
+            self.stats.completed += 1
+            self._observer.transfer_finished(*names, size)
+            return
+        self.stats.failed += 1
+        self._observer.transfer_failed(*names, reason)
+        # Always over chat too: the file connection may never have reached the requester.
+        # Its agent shows one failure line per transfer, whichever report arrives first.
+        self._tell(
+            transfer.requester,
+            FileFailed(transfer.deliver_token, transfer.filename, transfer.owner.name, reason),
+        )
 
     async def _relay(self, transfer: Transfer) -> int:
         owner, requester = transfer.owner, transfer.requester
         source: trio.abc.Stream | None = None
         destination: trio.abc.Stream | None = None
         try:
-            try:
-                source = await self._dial(owner, "owner")
-                await self._send(source, encode_header({"token": transfer.fetch_token}))
-                headers = HeaderReader()
-                header = await self._read_header(source, headers)
-                if header.get("status") != "ok":
-                    raise TransferFailed(str(header.get("message") or "the owner refused"))
-                size = header.get("size")
-                if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                    raise TransferFailed("the owner sent a bad header")
-                destination = await self._dial(requester, "requester")
-            except TransferFailed as failure:
-                # Nothing reached the requester's file port: tell it over its chat connection.
-                self._tell(
-                    requester,
-                    FileFailed(transfer.deliver_token, transfer.filename, owner.name, str(failure)),
-                )
-                raise
+            source = await self._dial(owner, "owner")
+            await self._send(source, encode_header({"token": transfer.fetch_token}))
+            headers = HeaderReader()
+            header = await self._read_header(source, headers)
+            if header.get("status") != "ok":
+                raise TransferFailed(str(header.get("message") or "the owner refused"))
+            size = header.get("size")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise TransferFailed("the owner sent a bad header")
+            destination = await self._dial(requester, "requester")
             await self._send(
                 destination, encode_header({"token": transfer.deliver_token, "size": size})
             )
