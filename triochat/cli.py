@@ -93,6 +93,28 @@ def raise_open_file_limit() -> None:
             logger.info("could not raise the open file limit above %s", soft)
 
 
+class QuietAcceptErrors(logging.Filter):
+    """Trio logs every failed accept (EMFILE and friends) with a traceback, ten times a second.
+
+    Without ``-v`` that is one short line at most every :attr:`interval` seconds instead: the
+    condition is worth knowing, a traceback flood on stderr is not.
+    """
+
+    interval = 10.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = -self.interval
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.created - self._last < self.interval:
+            return False
+        self._last = record.created
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
 def configure_logging(verbose: bool) -> None:
     """Logs go to stderr; stdout carries only the console lines people compare."""
     logging.basicConfig(
@@ -100,6 +122,8 @@ def configure_logging(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        logging.getLogger("trio.serve_listeners").addFilter(QuietAcceptErrors())
 
 
 # --- ChatServer.py ----------------------------------------------------------------------------

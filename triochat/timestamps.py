@@ -24,9 +24,20 @@ MIN_YEAR = 1000
 
 
 def parse_timestamp(value: object) -> datetime | None:
-    """Like :func:`_parse_timestamp`, but only dates the display format can show."""
+    """Like :func:`_parse_timestamp`, in local time, and only dates the display format can show.
+
+    The conversion to local time happens here, once: a date near either end of the calendar
+    with an offset would otherwise overflow (or lose a digit) when it is displayed.
+    """
     parsed = _parse_timestamp(value)
-    return parsed if parsed is not None and parsed.year >= MIN_YEAR else None
+    if parsed is None:
+        return None
+    if parsed.tzinfo is not None:
+        try:
+            parsed = parsed.astimezone().replace(tzinfo=None)
+        except (OverflowError, ValueError, OSError):
+            return None
+    return parsed if parsed.year >= MIN_YEAR else None
 
 
 def _parse_timestamp(value: object) -> datetime | None:
