@@ -55,6 +55,25 @@ class Delivery:
             data = self._encoded[encoder.dialect] = encoder.encode(self.event)
         return data
 
+    @classmethod
+    def of_bytes(cls, dialect: Dialect, data: bytes) -> Delivery:
+        """Bytes already encoded for ``dialect`` (what a direct write could not send)."""
+        delivery = cls(Notice(""))
+        delivery._encoded[dialect] = data
+        return delivery
+
+
+class Stager(Protocol):
+    """A member's fast path: deliveries staged now and written in one go by the room's flusher.
+
+    ``stage`` returns False when the member cannot take the fast path right now (its writer is
+    busy, say); the delivery then goes to its outbox as usual. Order is the stager's duty.
+    """
+
+    def stage(self, delivery: Delivery) -> bool: ...
+
+    def flush_staged(self) -> None: ...
+
 
 class NameTaken(ValueError):
     """The name is already in use in the room (case-insensitively)."""
@@ -84,12 +103,15 @@ class Member:
     client_id: str = "-"
     receives_own: bool = False
     file_port: int | None = None
+    stager: Stager | None = None
     evicted_reason: str | None = field(default=None, init=False)
 
     def deliver_nowait(self, delivery: Delivery) -> bool:
         """Queue ``delivery``; False (and the member is evicted) if the outbox is full or gone."""
         if self.evicted_reason is not None:
             return False
+        if self.stager is not None and self.stager.stage(delivery):
+            return True
         try:
             self.outbox.send_nowait(delivery)
         except trio.WouldBlock:
@@ -171,12 +193,46 @@ class Room:
         self._deliveries = 0
         self._evictions = 0
         self._closing = False
+        self._dirty: list[Stager] = []
+        self._flush_wanted = trio.Event()
+        self.flushing = False
 
     def __len__(self) -> int:
         return len(self._members)
 
     def __iter__(self) -> Iterator[Member]:
         return iter(list(self._members.values()))
+
+    async def serve_flusher(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Write staged deliveries, once per scheduler turn, until cancelled.
+
+        Fan-out to an idle member costs a task wake-up and a trip through the scheduler per
+        message when its writer task sends it. Members whose writer is idle instead *stage*
+        deliveries; this one task then writes each member's staged bytes with one
+        non-blocking system call, after every reader has had its turn: write coalescing
+        without a wake-up per member (Redis does the same before it sleeps).
+        """
+        self.flushing = True
+        task_status.started()
+        try:
+            while True:
+                await self._flush_wanted.wait()
+                self._flush_wanted = trio.Event()
+                dirty, self._dirty = self._dirty, []
+                for stager in dirty:
+                    stager.flush_staged()
+        finally:
+            self.flushing = False
+            for stager in self._dirty:
+                stager.flush_staged()
+
+    def mark_dirty(self, stager: Stager) -> None:
+        """``stager`` has staged deliveries: have the flusher write them this turn."""
+        if not self._dirty:
+            self._flush_wanted.set()
+        self._dirty.append(stager)
 
     def open_outbox(
         self,
@@ -295,5 +351,6 @@ __all__ = [
     "Room",
     "RoomObserver",
     "RoomStatistics",
+    "Stager",
     "open_outbox",
 ]

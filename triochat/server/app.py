@@ -178,7 +178,7 @@ async def run_chat_server(
     async def handle(stream: trio.SocketStream) -> None:
         await gate.serve(stream, start_session)
 
-    services: list[Service] = [relay.serve]
+    services: list[Service] = [room.serve_flusher, relay.serve]
     if datagram_sockets:
         services.append(DatagramEndpoint(room, datagram_sockets, counter=counter).serve)
     try:
@@ -219,5 +219,5 @@ async def run_port_tagged_server(
         )
         await session.run()
 
-    await _serve_until_signal(listeners, handle, room, counter)
+    await _serve_until_signal(listeners, handle, room, counter, [room.serve_flusher])
     return 0

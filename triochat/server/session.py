@@ -112,6 +112,8 @@ class ChatSession:
         self._finishing = False
         self._reader_scope = trio.CancelScope()
         self._writer_scope = trio.CancelScope()
+        self._writer_idle = False
+        self._staged: list[bytes] = []
         # The socket's descriptor, for the writer's non-blocking fast path (None in tests
         # over in-memory streams, which always go through send_all).
         self._fd: int | None = (
@@ -179,6 +181,7 @@ class ChatSession:
             on_evict=self._evicted,
             client_id=client_id or "-",
             file_port=file_port,
+            stager=self if self._fd is not None else None,
         )
         self._room.join(member)
         self._member = member
@@ -265,10 +268,14 @@ class ChatSession:
                     try:
                         delivery = outbox.receive_nowait()
                     except trio.WouldBlock:
+                        # Idle: from now on the room's flusher may write for us (see stage).
+                        self._writer_idle = True
                         try:
                             delivery = await outbox.receive()
                         except trio.EndOfChannel:
                             break
+                        finally:
+                            self._writer_idle = False
                     except trio.EndOfChannel:
                         break
                     batch = [delivery.encode_for(codec)]
@@ -291,6 +298,52 @@ class ChatSession:
                 pass
         self.finish(None)
         self._reader_scope.cancel()
+
+    # --- the fast path: staged deliveries, written by the room's flusher -------------------
+
+    def stage(self, delivery: Delivery) -> bool:
+        """Take ``delivery`` for the room's flusher to write, if the writer is idle.
+
+        While the writer task waits on an empty outbox nothing else is being sent, so bytes
+        staged now and written by :meth:`flush_staged` keep their order. Otherwise False: the
+        delivery goes through the outbox and the writer, behind what is already there.
+        """
+        if not self._writer_idle or self._finishing or not self._room.flushing:
+            return False
+        if len(self._staged) >= self._room.outbox_limit:
+            self.flush_staged()  # may hand the rest to the writer, which is then not idle
+            if not self._writer_idle:
+                return False
+        if not self._staged:
+            self._room.mark_dirty(self)
+        self._staged.append(delivery.encode_for(self._codec))
+        return True
+
+    def flush_staged(self) -> None:
+        """Write what was staged with one non-blocking call; the writer sends any rest."""
+        if not self._staged:
+            return
+        data = b"".join(self._staged) if len(self._staged) > 1 else self._staged[0]
+        self._staged.clear()
+        written = 0
+        if not self._finishing and self._fd is not None:
+            try:
+                written = os.write(self._fd, data)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                written = 0  # the writer meets the same error and ends the session
+        if written < len(data):
+            self._writer_idle = False
+            self._handover(data[written:])
+
+    def _handover(self, data: bytes) -> None:
+        """Queue bytes for the writer ahead of anything staged later (the outbox is empty)."""
+        try:
+            self._outbox_send.send_nowait(Delivery.of_bytes(self._codec.dialect, data))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            if self._member is not None:
+                self._member.evict("Disconnected")
 
     async def _send(self, data: bytes) -> None:
         """Send ``data``: straight into the socket when it has room, else wait for it.
@@ -324,6 +377,12 @@ class ChatSession:
         """
         if self._finishing:
             return
+        if self._staged:
+            # Staged bytes go first, through the writer that now flushes everything.
+            data = b"".join(self._staged)
+            self._staged.clear()
+            self._writer_idle = False
+            self._handover(data)
         self._finishing = True
         self._final = final
         if self._member is not None:
