@@ -166,10 +166,32 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         default=defaults.max_line_bytes,
         help="longest line or JSON object accepted (default %(default)s)",
     )
+    parser.add_argument(
+        "--max-rate",
+        type=float,
+        default=defaults.message_rate,
+        help=f"messages per second one member may send, bursts of {defaults.message_burst} "
+        "allowed; faster senders are slowed, never dropped (default 0: no limit)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=defaults.idle_timeout,
+        help="disconnect members silent this many seconds (default 0: never)",
+    )
+    parser.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=defaults.max_file_bytes,
+        help="largest file the relay carries (default %(default)s)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
     limits = SessionLimits(
+        message_rate=max(0.0, args.max_rate),
+        idle_timeout=max(0.0, args.idle_timeout),
+        max_file_bytes=max(0, args.max_file_bytes),
         max_connections=max(1, args.max_connections),
         outbox_limit=max(1, args.outbox_limit),
         registration_timeout=max(0.1, args.registration_timeout),

@@ -581,13 +581,24 @@ StreamFilter = Callable[[trio.abc.Stream], trio.abc.Stream]
 class World:
     """A room, a relay with a fake ``connect``, and the members' agents behind it."""
 
-    def __init__(self, nursery: trio.Nursery, root: Path, *, stall_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        root: Path,
+        *,
+        stall_timeout: float = 30.0,
+        max_file_bytes: int = 1 << 40,
+    ) -> None:
         self.nursery = nursery
         self.root = root
         self.room = Room()
         self.observer = Observer()
         self.relay = FileRelay(
-            self.room, self.observer, connect=self.connect, stall_timeout=stall_timeout
+            self.room,
+            self.observer,
+            connect=self.connect,
+            stall_timeout=stall_timeout,
+            max_file_bytes=max_file_bytes,
         )
         self.by_port: dict[int, Peer] = {}
         self.dials: list[tuple[str, int]] = []
@@ -673,10 +684,14 @@ class World:
 RunWorld = Callable[[World], Awaitable[None]]
 
 
-async def in_world(tmp_path: Path, body: RunWorld, *, stall_timeout: float = 30.0) -> None:
+async def in_world(
+    tmp_path: Path, body: RunWorld, *, stall_timeout: float = 30.0, max_file_bytes: int = 1 << 40
+) -> None:
     with trio.fail_after(GUARD):
         async with trio.open_nursery() as nursery:
-            world = World(nursery, tmp_path, stall_timeout=stall_timeout)
+            world = World(
+                nursery, tmp_path, stall_timeout=stall_timeout, max_file_bytes=max_file_bytes
+            )
             await world.start()
             await body(world)
             nursery.cancel_scope.cancel()
@@ -1043,3 +1058,22 @@ async def test_a_failure_reported_twice_is_shown_once(tmp_path: Path) -> None:
         "File c.txt from owner failed: no such member",
         "File c.txt from owner failed: no such member",
     ]
+
+
+async def test_a_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        alice = world.add("alice", 7001)
+        bob = world.add("bob", 7002)
+        (alice.share / "big.bin").write_bytes(b"x" * 5000)
+        world.request(bob, "alice", "big.bin")
+        await world.observer.wait_for(1)
+        (failure,) = world.observer.failed
+        assert failure[:3] == ("big.bin", "alice", "bob")
+        assert failure[3] == "file too large (5000 bytes; the limit is 4096)"
+        await bob.reports.wait_for(1)
+        assert bob.reports.lines == [
+            "File big.bin from alice failed: file too large (5000 bytes; the limit is 4096)"
+        ]
+        assert listing(bob.share) == set()
+
+    await in_world(tmp_path, body, max_file_bytes=4096)

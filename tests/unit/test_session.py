@@ -284,3 +284,54 @@ async def test_a_burst_larger_than_an_outbox_in_one_read_evicts_nobody() -> None
         assert room.statistics().evictions == 0
         await reader.stream.aclose()
         await flooder.stream.aclose()
+
+
+async def test_rate_limit_slows_a_flooder_and_loses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limits = SessionLimits(message_rate=10.0, message_burst=5)
+    room = Room()
+    async with trio.open_nursery() as nursery:
+        peers = []
+        for port in (1, 2):
+            client_stream, server_stream = trio.testing.memory_stream_pair()
+            session = ChatSession(server_stream, None, room, ("127.0.0.1", port), limits)
+            nursery.start_soon(session.run)
+            peers.append(Peer(client_stream))
+        listener, flooder = peers
+        await listener.send(b"listener\n")
+        await flooder.send(b"flooder\n")
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        await flooder.send(b"".join(f"{n}\n".encode() for n in range(25)))
+        for number in range(25):
+            assert await listener.line() == f"flooder: {number}"
+        # Five at once, then twenty more at ten per second.
+        assert trio.current_time() - start == pytest.approx(2.0, abs=0.01)
+        assert await flooder.line() == (
+            "*** Slow down: at most 10 messages per second; "
+            "your messages are being delayed, none is lost"
+        )
+        assert room.statistics().messages == 25
+        nursery.cancel_scope.cancel()
+
+
+async def test_idle_timeout_disconnects_a_silent_member(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limits = SessionLimits(idle_timeout=60.0)
+    room = Room()
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ChatSession(server_stream, None, room, ("127.0.0.1", 1), limits).run)
+        peer = Peer(client_stream)
+        await peer.send(b"sleepy\n")
+        await trio.sleep(59)
+        await peer.send(b"still here\n")  # any traffic resets the clock
+        await trio.sleep(59)
+        assert room.names() == ["sleepy"]
+        with trio.fail_after(120):  # without the timeout nothing would ever arrive
+            assert await peer.line() == "*** Disconnected: idle for 60 s"
+        assert await peer.closed()
+        assert trio.current_time() >= 59 + 60
+        assert room.names() == []

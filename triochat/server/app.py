@@ -159,7 +159,7 @@ async def run_chat_server(
         console.line(f"ERR - cannot create ChatServer socket using port number {port}")
         return 1
     room = Room(observer=console, outbox_limit=limits.outbox_limit)
-    relay = FileRelay(room, console)
+    relay = FileRelay(room, console, max_file_bytes=limits.max_file_bytes)
     counter = SessionCounter()
     gate = ConnectionGate(limits)
     console.started(display_ip(host), port)
@@ -167,6 +167,8 @@ async def run_chat_server(
     async def start_session(stream: trio.SocketStream) -> None:
         try:
             peer = peer_of(stream)
+            # Finds peers that vanished without a word (power cut, cable pulled).
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         except OSError:  # reset before we even looked at it
             await trio.aclose_forcefully(stream)
             return

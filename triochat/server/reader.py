@@ -9,6 +9,7 @@ import trio
 
 from triochat.events import ClientEvent, Dialect, ServerEvent
 from triochat.room import OUTBOX_LIMIT
+from triochat.server.relay import MAX_FILE_BYTES
 from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData
 from triochat.wire.json_lines import JsonCodec
 from triochat.wire.lines import LineCodec
@@ -28,6 +29,12 @@ class SessionLimits:
         coalesce_bytes: most bytes the writer joins into one ``send_all``.
         max_connections: TCP connections served at once; more are refused with a notice.
         outbox_limit: deliveries queued for one member before it is evicted (its SendQ).
+        message_rate: messages per second one member may send on average (0: no limit);
+            faster senders are slowed down (their reader waits), never dropped.
+        message_burst: messages a member may send at once before the rate applies.
+        idle_timeout: seconds a member may send nothing at all before it is disconnected
+            (0: never; TCP keepalive still finds peers that vanished).
+        max_file_bytes: largest file the relay carries.
     """
 
     registration_timeout: float = 30.0
@@ -38,6 +45,10 @@ class SessionLimits:
     coalesce_bytes: int = 256 * 1024
     max_connections: int = 10_000
     outbox_limit: int = OUTBOX_LIMIT
+    message_rate: float = 0.0
+    message_burst: int = 20
+    idle_timeout: float = 0.0
+    max_file_bytes: int = MAX_FILE_BYTES
 
 
 class ServerCodec(Protocol):

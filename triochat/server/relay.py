@@ -24,6 +24,7 @@ from triochat.events import FileAnnouncement, FileFailed, FileRequest, ServerEve
 from triochat.room import Delivery, Member, Room
 from triochat.wire.chunks import (
     ChunkDecoder,
+    DataChunk,
     EndOfFile,
     HeaderReader,
     SenderFailed,
@@ -43,6 +44,8 @@ RECEIVE_SIZE = 1024 * 1024
 """Bytes read from the owner at a time: the most the relay holds per transfer."""
 MAX_TRANSFERS = 64
 """Transfers running at once; more requests are refused with a message."""
+MAX_FILE_BYTES = 16 * 1024**3
+"""Largest file the relay carries (16 GiB); larger ones fail with a message."""
 
 Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
 
@@ -106,11 +109,13 @@ class FileRelay:
         *,
         connect: Connector = _open_tcp,
         stall_timeout: float = STALL_TIMEOUT,
+        max_file_bytes: int = MAX_FILE_BYTES,
     ) -> None:
         self._room = room
         self._observer = observer
         self._connect = connect
         self._stall_timeout = stall_timeout
+        self._max_file_bytes = max_file_bytes
         self._nursery: trio.Nursery | None = None
         self._active = 0
         self.stats = RelayStatistics()
@@ -205,6 +210,10 @@ class FileRelay:
             size = header.get("size")
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
                 raise TransferFailed("the owner sent a bad header")
+            if size > self._max_file_bytes:
+                raise TransferFailed(
+                    f"file too large ({size} bytes; the limit is {self._max_file_bytes})"
+                )
             destination = await self._dial(requester, "requester")
             await self._send(
                 destination, encode_header({"token": transfer.deliver_token, "size": size})
@@ -277,6 +286,9 @@ class FileRelay:
         while True:
             try:
                 while (event := decoder.next_event()) is not NEED_DATA:
+                    if isinstance(event, DataChunk) and decoder.size > self._max_file_bytes:
+                        # The file grew past the limit while the owner was sending it.
+                        raise TransferFailed(f"file too large (limit {self._max_file_bytes})")
                     await self._send(destination, event.frame)
                     if isinstance(event, SenderFailed):
                         raise TransferFailed(f"the owner failed: {event.message}")

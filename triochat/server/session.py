@@ -30,6 +30,7 @@ from triochat.events import (
     Who,
 )
 from triochat.room import Delivery, Member, NameTaken, Room
+from triochat.server.ratelimit import TokenBucket
 from triochat.server.reader import EventReader, ServerCodec, SessionLimits, sniff_codec
 from triochat.text import InvalidName, name_key
 from triochat.wire.common import RemoteProtocolError
@@ -114,6 +115,12 @@ class ChatSession:
         self._writer_scope = trio.CancelScope()
         self._writer_idle = False
         self._staged: list[bytes] = []
+        self._bucket = (
+            TokenBucket(limits.message_rate, limits.message_burst)
+            if limits.message_rate > 0
+            else None
+        )
+        self._throttled = False
         # The socket's descriptor, for the writer's non-blocking fast path (None in tests
         # over in-memory streams, which always go through send_all).
         self._fd: int | None = (
@@ -219,20 +226,49 @@ class ChatSession:
                         dispatched = 0
                         await trio.lowlevel.checkpoint()
                     try:
-                        event = await self._reader.next_event()
+                        event = await self._next_event()
                     except RemoteProtocolError as error:
                         if not error.recoverable:
                             self.finish(Notice(str(error), is_error=True))
                             return
                         self._room.tell(member, str(error), is_error=True)
                         continue
+                    except trio.TooSlowError:
+                        timeout = self._limits.idle_timeout
+                        self.finish(Notice(f"Disconnected: idle for {timeout:g} s", is_error=True))
+                        return
                     if event is None:
                         self.finish(None)
                         return
+                    if isinstance(event, Say) and self._bucket is not None:
+                        await self._wait_for_token(member)
                     self._dispatch(member, event)
                     dispatched += 1
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.finish(None)
+
+    async def _next_event(self) -> ClientEvent | None:
+        """The next event, within the idle timeout if there is one (TooSlowError past it)."""
+        if not self._limits.idle_timeout:
+            return await self._reader.next_event()
+        with trio.fail_after(self._limits.idle_timeout):
+            return await self._reader.next_event()
+
+    async def _wait_for_token(self, member: Member) -> None:
+        """Hold the reader until the member's rate allows another message."""
+        assert self._bucket is not None
+        wait = self._bucket.delay(trio.current_time())
+        if wait <= 0:
+            self._throttled = False
+            return
+        if not self._throttled:
+            self._throttled = True
+            self._room.tell(
+                member,
+                f"Slow down: at most {self._bucket.rate:g} messages per second; "
+                "your messages are being delayed, none is lost",
+            )
+        await trio.sleep(wait)
 
     def _dispatch(self, member: Member, event: ClientEvent) -> None:
         if isinstance(event, Say):
