@@ -1077,3 +1077,118 @@ async def test_a_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
         assert listing(bob.share) == set()
 
     await in_world(tmp_path, body, max_file_bytes=4096)
+
+
+class FullDisk(io.FileIO):
+    """A file whose writes fail with ENOSPC once ``room`` bytes were written."""
+
+    room = 20_000
+
+    def write(self, data: Any, /) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
+async def test_a_full_disk_on_the_requester_leaves_no_file_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fdopen = os.fdopen
+
+    def fdopen_full(fd: int, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if "w" in mode:
+            return io.BufferedWriter(FullDisk(fd, "wb"), buffer_size=1000)
+        return real_fdopen(fd, mode, *args, **kwargs)
+
+    monkeypatch.setattr("triochat.client.file_agent.os.fdopen", fdopen_full)
+    reports = Reports()
+    agent = FileAgent(tmp_path, reports)
+    agent.announce("deliver", TOKEN, "movie.bin", "alice")
+    ours, theirs = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(agent.handle, theirs)
+        await ours.send_all(delivery(random.Random(5).randbytes(60_000)))
+        reply = parse_reply(await read_to_end(ours))
+    assert reply.header == {"status": "error", "message": "No space left on device"}
+    assert reports.lines == ["File movie.bin from alice failed: No space left on device"]
+    assert listing(tmp_path) == set()  # neither the file nor its temporary
+
+
+class GrowingFile(io.FileIO):
+    """A file that someone appends to while it is being read (after the first read)."""
+
+    extra = b"appended while sending" * 1000
+    grown = False
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        if not self.grown:
+            self.grown = True
+            with open(self.name, "ab") as appender:
+                appender.write(self.extra)
+        return data
+
+
+async def test_a_file_that_grows_while_sent_arrives_as_read_and_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner sends what it read; size and digest in the end frame describe exactly that."""
+    original = random.Random(6).randbytes(2 * CHUNK_SIZE + 17)
+    (tmp_path / "log.txt").write_bytes(original)
+
+    async def open_growing(path: Path, mode: str) -> trio.abc.AsyncResource:
+        return trio.wrap_file(GrowingFile(path, "rb"))
+
+    monkeypatch.setattr(trio, "open_file", open_growing)
+    agent = FileAgent(tmp_path, Reports())
+    agent.announce("fetch", TOKEN, "log.txt", "bob")
+    reply = await fetch(agent)
+    assert reply.header == {"status": "ok", "size": len(original)}  # the size when it started
+    decoder = ChunkDecoder()
+    decoder.receive_data(reply.rest)
+    received = b""
+    while (event := decoder.next_event()) is not NEED_DATA:
+        if isinstance(event, DataChunk):
+            received += bytes(event.payload)
+        else:
+            assert isinstance(event, EndOfFile)
+    assert received == original + GrowingFile.extra  # digest and size verified by the decoder
+    decoder.end_of_stream()
+
+
+class VanishAfter(CutAfter):
+    """The requester's end of its file connection: it goes away after ``limit`` bytes read."""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self.remaining <= 0:
+            await self.inner.aclose()
+            raise trio.BrokenResourceError("requester vanished")
+        data = await self.inner.receive_some(max_bytes)
+        self.remaining -= len(data)
+        return data
+
+
+async def test_requester_vanishing_mid_transfer_ends_only_that_transfer(tmp_path: Path) -> None:
+    data = random.Random(8).randbytes(2 * 1024 * 1024)
+
+    async def body(world: World) -> None:
+        alice = world.add("alice", 7001)
+        bob = world.add("bob", 7002)
+        (alice.share / "big.bin").write_bytes(data)
+        world.filters[7002] = lambda stream: VanishAfter(stream, 500_000)
+        world.request(bob, "alice", "big.bin")
+        await world.observer.wait_for(1)
+        ((filename, owner, requester, _reason),) = world.observer.failed
+        assert (filename, owner, requester) == ("big.bin", "alice", "bob")
+        await world.agents_idle()
+        assert listing(bob.share) == set()  # no file, no temporary
+        assert listing(alice.share) == {"big.bin"}
+        # The relay is free for the next transfer, which goes through.
+        del world.filters[7002]
+        (alice.share / "small.txt").write_bytes(b"still works")
+        world.request(bob, "alice", "small.txt")
+        await world.observer.wait_for(2)
+        assert world.observer.finished[-1][:3] == ("small.txt", "alice", "bob")
+        assert (bob.share / "small.txt").read_bytes() == b"still works"
+
+    await in_world(tmp_path, body)
