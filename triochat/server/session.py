@@ -19,6 +19,7 @@ import trio
 
 from triochat.events import (
     ClientEvent,
+    Dialect,
     FileRequest,
     Goodbye,
     Hello,
@@ -37,6 +38,9 @@ from triochat.wire.common import RemoteProtocolError
 from triochat.wire.lines import LineCodec
 
 logger = logging.getLogger(__name__)
+
+WELCOME_ROSTER = 100
+"""Most member names a JSON ``welcome`` lists."""
 
 EVENTS_PER_TURN = 16
 """Events a reader handles before it yields to other tasks (the writers above all).
@@ -194,7 +198,12 @@ class ChatSession:
         self._member = member
         self._codec.name_accepted()
         # Queued in the same synchronous step as the join, so it precedes every broadcast.
-        member.deliver_nowait(Delivery(Welcome(name, tuple(self._room.names()))))
+        # Only the JSON dialect shows the roster, and only its first names: copying every
+        # name for every join would make N joins cost N squared.
+        roster = (
+            self._room.names(limit=WELCOME_ROSTER) if self._codec.dialect is Dialect.JSON else []
+        )
+        member.deliver_nowait(Delivery(Welcome(name, tuple(roster))))
         return member
 
     async def _send_direct(self, event: ServerEvent) -> None:
@@ -376,7 +385,7 @@ class ChatSession:
     def _handover(self, data: bytes) -> None:
         """Queue bytes for the writer ahead of anything staged later (the outbox is empty)."""
         try:
-            self._outbox_send.send_nowait(Delivery.of_bytes(self._codec.dialect, data))
+            self._outbox_send.send_nowait(Delivery.of_bytes(self._codec, data))
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             if self._member is not None:
                 self._member.evict("Disconnected")

@@ -1,0 +1,1 @@
+"""Reference servers written only for comparison."""

@@ -1,0 +1,488 @@
+"""Shared benchmark plumbing: free ports, /proc figures, the servers under test, result files.
+
+Every server is started by us on a free 127.0.0.1 port and stopped by its PID only. Figures
+that survive a busy two-core machine are preferred: CPU time (utime + stime from
+``/proc/<pid>/stat``), peak and current RSS (``VmHWM``/``VmRSS``), and ratios measured in one run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "benchmarks"
+NAIVE_SERVER = BENCH_DIR / "baselines" / "naive_chat_server.py"
+VARIANT_SERVER = BENCH_DIR / "triochat_variant.py"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"
+
+
+# --- ports and processes ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def status_kib(pid: int, key: str) -> int:
+    """A ``/proc/<pid>/status`` figure in KiB (``VmHWM``, ``VmRSS``), 0 when unknown."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def socket_count(pid: int) -> int:
+    """Open sockets of the process (listening ones included); 0 when it is gone."""
+    count = 0
+    try:
+        entries = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if os.readlink(entry).startswith("socket:"):
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+def thread_count(pid: int) -> int:
+    """Threads of the process."""
+    return status_kib(pid, "Threads")
+
+
+def cpu_pressure_us() -> int | None:
+    """Microseconds some task on this machine waited for a CPU (PSI ``some`` total), if known.
+
+    Its growth over a run divided by the run's wall time is the share of time the machine
+    was short of CPU: how much other people's work (and our own) got in the way.
+    """
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    for part in first.split():
+        if part.startswith("total="):
+            return int(part.split("=", 1)[1])
+    return None
+
+
+def raise_nofile(target: int = 65536) -> int:
+    """Raise this process's open-file soft limit as far as allowed (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = target if hard == resource.RLIM_INFINITY else min(target, hard)
+    if wanted > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Return once something accepts TCP connections on ``port``.
+
+    Raises:
+        RuntimeError: the process ended first, or nothing listened within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on port {port} within {timeout} s")
+
+
+def stop_process(
+    process: subprocess.Popen[Any], sig: int = signal.SIGTERM, grace: float = 3.0
+) -> None:
+    """Stop one process we started, by its PID: ``sig``, then SIGKILL after ``grace`` seconds."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, sig)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=grace)
+
+
+# --- the servers under test -------------------------------------------------------------------
+
+
+@dataclass
+class ServerSpec:
+    """How to start one chat server for a benchmark.
+
+    Attributes:
+        key: short name used in tables (``triochat``, ``naive``, ``ncat``, ``ngircd``).
+        label: what the tables call it.
+        dialect: the load generator's dialect (``line``, ``ncat``, ``irc``).
+        argv: the command line for a port and a scratch directory.
+        needs: programs that must be on PATH.
+        note: a remark for the results (how it was configured).
+    """
+
+    key: str
+    label: str
+    dialect: str
+    argv: Callable[[int, Path], list[str]]
+    needs: tuple[str, ...] = ()
+    note: str = ""
+    prepare: Callable[[int, Path], None] | None = None
+    stop_grace: float = 5.0
+
+
+NGIRCD_CONF = """\
+[Global]
+	Name = bench.local
+	Info = triochat benchmark reference
+	AdminInfo1 = benchmark
+	AdminInfo2 = benchmark
+	AdminEMail = bench@localhost
+	Listen = 127.0.0.1
+	Ports = {port}
+	MotdPhrase = "bench"
+	PidFile = {scratch}/ngircd.pid
+[Limits]
+	MaxConnections = 0
+	MaxConnectionsIP = 0
+	MaxJoins = 0
+	MaxPenaltyTime = 0
+	MaxNickLength = 16
+	PingTimeout = 600
+	PongTimeout = 120
+[Options]
+	DNS = no
+	Ident = no
+	PAM = no
+	NoticeBeforeRegistration = no
+	IncludeDir = {scratch}/conf.d
+[Channel]
+	Name = #bench
+	Modes = n
+"""
+
+
+def _write_ngircd_conf(port: int, scratch: Path, penalties: bool = False) -> None:
+    (scratch / "conf.d").mkdir(exist_ok=True)
+    text = NGIRCD_CONF.format(port=port, scratch=scratch)
+    if penalties:
+        text = text.replace("\tMaxPenaltyTime = 0\n", "")
+    (scratch / "ngircd.conf").write_text(text)
+
+
+def triochat_spec() -> ServerSpec:
+    """triochat as users run it: ``ChatServer.py <port> --host 127.0.0.1 --no-udp``."""
+    return ServerSpec(
+        "triochat",
+        "triochat",
+        "line",
+        lambda port, _: [
+            sys.executable,
+            str(ROOT / "ChatServer.py"),
+            str(port),
+            "--host",
+            HOST,
+            "--no-udp",
+        ],
+        note="ChatServer.py --host 127.0.0.1 --no-udp; console lines to /dev/null",
+    )
+
+
+def variant_spec(key: str, label: str, *flags: str) -> ServerSpec:
+    """triochat with one lever switched off (see ``triochat_variant.py``)."""
+    return ServerSpec(
+        key,
+        label,
+        "line",
+        lambda port, _: [sys.executable, str(VARIANT_SERVER), str(port), *flags],
+        note="triochat_variant.py " + " ".join(flags),
+    )
+
+
+def naive_spec() -> ServerSpec:
+    """The thread-per-client baseline in ``baselines/naive_chat_server.py``."""
+    return ServerSpec(
+        "naive",
+        "naive threads",
+        "line",
+        lambda port, _: [sys.executable, str(NAIVE_SERVER), str(port)],
+        note="one thread per client, sendall under one lock",
+    )
+
+
+def ncat_spec() -> ServerSpec:
+    """``ncat --chat`` (nmap's netcat), which prefixes messages with ``<user#N> ``."""
+    return ServerSpec(
+        "ncat",
+        "ncat --chat",
+        "ncat",
+        lambda port, _: ["ncat", "--chat", "-l", HOST, str(port), "--max-conns", "60000"],
+        needs=("ncat",),
+        note="ncat --chat -l 127.0.0.1 PORT --max-conns 60000 (no name line)",
+    )
+
+
+def ngircd_spec() -> ServerSpec:
+    """ngIRCd with a generated config: 127.0.0.1 only, penalties off (MaxPenaltyTime = 0)."""
+    return ServerSpec(
+        "ngircd",
+        "ngIRCd",
+        "irc",
+        lambda port, scratch: ["ngircd", "--nodaemon", "-f", str(scratch / "ngircd.conf")],
+        needs=("ngircd",),
+        note="ngircd -n, Listen 127.0.0.1, MaxPenaltyTime 0, DNS/Ident/PAM off",
+        prepare=_write_ngircd_conf,
+    )
+
+
+def ngircd_penalties_spec() -> ServerSpec:
+    """ngIRCd with its default flood penalties (to show what turning them off changes)."""
+    return ServerSpec(
+        "ngircd-penalties",
+        "ngIRCd, default penalties",
+        "irc",
+        lambda port, scratch: ["ngircd", "--nodaemon", "-f", str(scratch / "ngircd.conf")],
+        needs=("ngircd",),
+        note="as ngIRCd but without MaxPenaltyTime = 0",
+        prepare=lambda port, scratch: _write_ngircd_conf(port, scratch, penalties=True),
+    )
+
+
+@dataclass
+class RunningServer:
+    """A server process we started, and its port."""
+
+    spec: ServerSpec
+    process: subprocess.Popen[bytes]
+    port: int
+    scratch: Path
+    log: IO[bytes]
+    started_rss_kib: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu(self) -> float:
+        """CPU seconds used so far."""
+        return cpu_seconds(self.pid)
+
+    def peak_rss_kib(self) -> int:
+        """Peak resident set size so far (VmHWM)."""
+        return status_kib(self.pid, "VmHWM")
+
+    def rss_kib(self) -> int:
+        """Current resident set size (VmRSS)."""
+        return status_kib(self.pid, "VmRSS")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines the server wrote to stderr (and stdout, for the references)."""
+        self.log.flush()
+        try:
+            text = Path(self.log.name).read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def log_text(self) -> str:
+        self.log.flush()
+        try:
+            return Path(self.log.name).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Stop it by PID (SIGTERM, then SIGKILL) and remove its scratch directory."""
+        stop_process(self.process, grace=self.spec.stop_grace)
+        self.log.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def start_server(spec: ServerSpec, quiet_stdout: bool = True) -> RunningServer:
+    """Start ``spec`` on a free port and wait until it accepts connections.
+
+    Console output goes to /dev/null for triochat and the naive server (so it never blocks)
+    and to a log file for the references, whose logs explain evictions.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix=f"bench-{spec.key}-"))
+    port = free_port()
+    if spec.prepare is not None:
+        spec.prepare(port, scratch)
+    log = (scratch / "server.log").open("wb")
+    stdout: int | IO[bytes] = subprocess.DEVNULL if quiet_stdout and spec.dialect == "line" else log
+    process = subprocess.Popen(
+        spec.argv(port, scratch),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=log,
+        cwd=scratch,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    server = RunningServer(spec, process, port, scratch, log)
+    try:
+        wait_listening(port, process)
+    except Exception:
+        server.stop()
+        raise
+    time.sleep(0.2)
+    server.started_rss_kib = server.rss_kib()
+    return server
+
+
+def available(spec: ServerSpec) -> str | None:
+    """``None`` when ``spec`` can run here, else why not."""
+    missing = [program for program in spec.needs if shutil.which(program) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed"
+    return None
+
+
+DEBIAN_PACKAGES = {"ncat": "ncat", "ngircd": "ngircd", "socat": "socat"}
+
+
+def ensure_packages(programs: Sequence[str], log: Callable[[str], None] = print) -> dict[str, str]:
+    """Install missing reference programs from Debian's packages when we can (root + apt).
+
+    Returns:
+        program -> why it is unavailable, for every program that is still missing.
+    """
+    missing = [p for p in programs if shutil.which(p) is None]
+    if not missing:
+        return {}
+    packages = sorted({DEBIAN_PACKAGES[p] for p in missing if p in DEBIAN_PACKAGES})
+    if packages and os.geteuid() == 0 and shutil.which("apt-get"):
+        log(f"installing {' '.join(packages)} with apt-get ...")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        command = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+        result = subprocess.run(command, env=env, capture_output=True, timeout=600)
+        if result.returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
+            subprocess.run(command, env=env, capture_output=True, timeout=600)
+    reasons: dict[str, str] = {}
+    for program in missing:
+        if shutil.which(program) is None:
+            reasons[program] = (
+                f"{program} is not installed and could not be installed "
+                "(needs root and apt-get; package " + DEBIAN_PACKAGES.get(program, program) + ")"
+            )
+    return reasons
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on, and how busy the machine was."""
+    load = os.getloadavg()
+    versions: dict[str, str] = {"python": platform.python_version()}
+    for program, args in (
+        ("ncat", ["--version"]),
+        ("ngircd", ["--version"]),
+        ("socat", ["-V"]),
+    ):
+        if shutil.which(program):
+            out = subprocess.run([program, *args], capture_output=True, text=True, timeout=10)
+            text = (out.stdout + out.stderr).strip().splitlines()
+            versions[program] = next((line for line in text if line.strip()), "?")[:80]
+    git: dict[str, str] = {}
+    if shutil.which("git"):
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "triochat"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        git = {
+            "commit": head.stdout.strip(),
+            "triochat_dirty": "yes" if dirty.stdout.strip() else "no",
+        }
+    return {
+        "git": git,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "loadavg_at_start": [round(x, 2) for x in load],
+        "versions": versions,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def results_dir(out_dir: Path) -> Path:
+    path = out_dir / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_json(out_dir: Path, name: str, data: dict[str, Any]) -> Path:
+    """Write ``results/<name>.json`` under ``out_dir``."""
+    path = results_dir(out_dir) / f"{name}.json"
+    path.write_text(json.dumps(data, indent=1, sort_keys=False))
+    return path
+
+
+def load_json(out_dir: Path, name: str) -> dict[str, Any] | None:
+    path = out_dir / "results" / f"{name}.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def percentile(sorted_values: Sequence[int] | Sequence[float], fraction: float) -> float:
+    """The ``fraction`` quantile (nearest rank) of already sorted values; NaN when empty."""
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    return float(sorted_values[index])
+
+
+def say(text: str) -> None:
+    """Progress line on stderr, flushed."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
