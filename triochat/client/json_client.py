@@ -71,6 +71,14 @@ class ServerObjects:
             self._codec.receive_data(data)
 
 
+async def join_reply(server: ServerObjects) -> ServerReply | None:
+    """The server's answer to a ``nickname`` object (``welcome`` or ``error``), or None."""
+    while (reply := await server.next()) is not None:
+        if isinstance(reply, ServerReply) and reply.type in ("welcome", "error"):
+            return reply
+    return None
+
+
 async def _join(
     stream: trio.SocketStream,
     server: ServerObjects,
@@ -81,12 +89,9 @@ async def _join(
     """Join under ``nickname`` or one the user types after a refusal; the name, or None."""
     while True:
         await stream.send_all(JsonClientCodec.nickname(nickname, client_id, now_display()))
-        while True:
-            reply = await server.next()
-            if reply is None:
-                return None
-            if isinstance(reply, ServerReply) and reply.type in ("welcome", "error"):
-                break
+        reply = await join_reply(server)
+        if reply is None:
+            return None
         if reply.type == "welcome":
             return nickname
         say(reply.message)

@@ -14,10 +14,10 @@ import trio
 
 from triochat.client.connection import LEAVE_GRACE, CannotConnect, connect
 from triochat.client.file_agent import FileAgent
-from triochat.client.json_client import ServerObjects
+from triochat.client.json_client import ServerObjects, join_reply
 from triochat.client.terminal import StdinLines, say, stdin_is_terminal, warn
 from triochat.timestamps import now_display
-from triochat.wire.json_lines import Broadcast, JsonClientCodec, ServerReply
+from triochat.wire.json_lines import Broadcast, JsonClientCodec
 
 MENU = (
     "Enter an option ('m', 'f', 'x'):",
@@ -43,12 +43,9 @@ async def _join(
         await stream.send_all(
             JsonClientCodec.nickname(name, MENU_CLIENT_ID, now_display(), file_port)
         )
-        while True:
-            reply = await server.next()
-            if reply is None:
-                return None
-            if isinstance(reply, ServerReply) and reply.type in ("welcome", "error"):
-                break
+        reply = await join_reply(server)
+        if reply is None:
+            return None
         if reply.type == "welcome":
             return name
         say(f"*** {reply.message}")
