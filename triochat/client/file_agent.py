@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from triochat.transfer_io import FileLink, TransferError
 from triochat.wire.chunks import (
     CHUNK_SIZE,
     ChunkDecoder,
@@ -48,7 +49,6 @@ STALL_TIMEOUT = 30.0
 """Seconds a transfer may go without progress."""
 MAX_PENDING = 256
 """Announced tokens kept at once; the oldest are forgotten first."""
-RECEIVE_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,6 @@ class Expected:
     role: str
     filename: str
     peer: str
-
-
-class TransferError(Exception):
-    """This transfer cannot go on; ``str(error)`` says why, for the user."""
 
 
 def _current_umask() -> int:
@@ -151,10 +147,11 @@ class FileAgent:
         """Serve one file connection; a stranger gets nothing at all."""
         try:
             async with stream:
+                link = FileLink(stream, self._stall_timeout)
                 headers = HeaderReader()
                 header: dict[str, Any] | None = None
                 with trio.move_on_after(HEADER_TIMEOUT):
-                    header = await self._read_header(stream, headers)
+                    header = await link.read_header(headers)
                 if header is None:
                     return
                 token = header.get("token")
@@ -162,43 +159,14 @@ class FileAgent:
                 if expected is None or not isinstance(token, str):
                     return
                 if expected.role == "fetch":
-                    await self._serve_file(stream, expected)
+                    await self._serve_file(link, expected)
                 else:
-                    await self._receive_file(stream, token, expected, headers.take_rest())
+                    await self._receive_file(link, token, expected, headers.take_rest())
         except (TransferError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
             logger.info("file connection ended: %s", error)
         except Exception:
             # A bad request must never end the client: log it and keep serving.
             logger.exception("file connection failed")
-
-    async def _read_header(
-        self, stream: trio.abc.ReceiveStream, reader: HeaderReader
-    ) -> dict[str, Any]:
-        while True:
-            try:
-                header = reader.next_header()
-            except RemoteProtocolError as error:
-                raise TransferError(str(error)) from error
-            if header is not NEED_DATA:
-                return header
-            data = await self._receive(stream)
-            if not data:
-                raise TransferError("the connection closed")
-            reader.receive_data(data)
-
-    async def _receive(self, stream: trio.abc.ReceiveStream) -> bytes:
-        try:
-            with trio.fail_after(self._stall_timeout):
-                return bytes(await stream.receive_some(RECEIVE_SIZE))
-        except trio.TooSlowError as error:
-            raise TransferError("the transfer stalled") from error
-
-    async def _send(self, stream: trio.abc.SendStream, data: bytes) -> None:
-        try:
-            with trio.fail_after(self._stall_timeout):
-                await stream.send_all(data)
-        except trio.TooSlowError as error:
-            raise TransferError("the transfer stalled") from error
 
     # --- owner side --------------------------------------------------------------------------
 
@@ -212,20 +180,20 @@ class FileAgent:
             raise TransferError("no such file")
         return path
 
-    async def _serve_file(self, stream: trio.abc.Stream, expected: Expected) -> None:
+    async def _serve_file(self, link: FileLink, expected: Expected) -> None:
         try:
             path = self._shared_path(expected.filename)
             file = await trio.open_file(path.resolve(), "rb")
         except TransferError as error:
-            await self._send(stream, encode_header({"status": "error", "message": str(error)}))
+            await link.send(encode_header({"status": "error", "message": str(error)}))
             return
         except OSError as error:
             reason = "no such file" if isinstance(error, FileNotFoundError) else "cannot read it"
-            await self._send(stream, encode_header({"status": "error", "message": reason}))
+            await link.send(encode_header({"status": "error", "message": reason}))
             return
         async with file:
             size = os.fstat(file.fileno()).st_size
-            await self._send(stream, encode_header({"status": "ok", "size": size}))
+            await link.send(encode_header({"status": "ok", "size": size}))
             digest = new_digest()
             sent = 0
             while True:
@@ -233,20 +201,20 @@ class FileAgent:
                     chunk = await file.read(CHUNK_SIZE)
                 except OSError as error:
                     logger.info("reading %s failed: %s", expected.filename, error)
-                    await self._send(stream, encode_error("the owner cannot read the file"))
+                    await link.send(encode_error("the owner cannot read the file"))
                     return
                 if not chunk:
                     break
                 digest.update(chunk)
                 sent += len(chunk)
-                await self._send(stream, encode_data(chunk))
-            await self._send(stream, encode_end(sent, digest.digest()))
+                await link.send(encode_data(chunk))
+            await link.send(encode_end(sent, digest.digest()))
         logger.info("served %s (%d bytes) to %s", expected.filename, sent, expected.peer)
 
     # --- requester side ----------------------------------------------------------------------
 
     async def _receive_file(
-        self, stream: trio.abc.Stream, token: str, expected: Expected, rest: bytes
+        self, link: FileLink, token: str, expected: Expected, rest: bytes
     ) -> None:
         filename, owner = expected.filename, expected.peer
         if not is_plain_file_name(filename):
@@ -257,7 +225,7 @@ class FileAgent:
         temp_path = Path(temp_name)
         failure: str | None = None
         try:
-            size = await self._write_verified(stream, fd, rest)
+            size = await self._write_verified(link, fd, rest)
             os.chmod(temp_path, self._file_mode)
             os.replace(temp_path, self._share_dir / filename)
         except (
@@ -279,13 +247,13 @@ class FileAgent:
                 trio.move_on_after(1),
                 contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
             ):
-                await stream.send_all(encode_header({"status": "error", "message": failure}))
+                await link.stream.send_all(encode_header({"status": "error", "message": failure}))
             return
         self._report_once(token, f"File {filename} received from {owner}: {size} bytes, verified")
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self._send(stream, encode_header({"status": "ok", "size": size}))
+            await link.send(encode_header({"status": "ok", "size": size}))
 
-    async def _write_verified(self, stream: trio.abc.ReceiveStream, fd: int, rest: bytes) -> int:
+    async def _write_verified(self, link: FileLink, fd: int, rest: bytes) -> int:
         decoder = ChunkDecoder(check_digest=True)
         decoder.receive_data(rest)
         file = trio.wrap_file(os.fdopen(fd, "wb"))
@@ -302,7 +270,7 @@ class FileAgent:
                             await file.flush()
                             await trio.to_thread.run_sync(os.fsync, file.fileno())
                             return event.size
-                    data = await self._receive(stream)
+                    data = await link.receive()
                     if not data:
                         decoder.end_of_stream()
                     decoder.receive_data(data)

@@ -16,12 +16,13 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
 from triochat.events import FileAnnouncement, FileFailed, FileRequest, ServerEvent
 from triochat.room import Delivery, Member, Room
+from triochat.transfer_io import FileLink, TransferError
 from triochat.wire.chunks import (
     ChunkDecoder,
     DataChunk,
@@ -40,8 +41,6 @@ CONNECT_TIMEOUT = 5.0
 """Seconds to reach a member's file port."""
 STALL_TIMEOUT = 30.0
 """Seconds a transfer may go without any progress before it is abandoned."""
-RECEIVE_SIZE = 1024 * 1024
-"""Bytes read from the owner at a time: the most the relay holds per transfer."""
 MAX_TRANSFERS = 64
 """Transfers running at once; more requests are refused with a message."""
 MAX_FILE_BYTES = 16 * 1024**3
@@ -50,8 +49,8 @@ MAX_FILE_BYTES = 16 * 1024**3
 Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
 
 
-class TransferFailed(Exception):
-    """A transfer cannot go on; ``str(error)`` is the reason shown to the requester."""
+TransferFailed = TransferError
+"""A transfer cannot go on; ``str(error)`` is the reason shown to the requester."""
 
 
 class RelayObserver(Protocol):
@@ -198,13 +197,13 @@ class FileRelay:
 
     async def _relay(self, transfer: Transfer) -> int:
         owner, requester = transfer.owner, transfer.requester
-        source: trio.abc.Stream | None = None
-        destination: trio.abc.Stream | None = None
+        streams: list[trio.abc.Stream] = []
         try:
-            source = await self._dial(owner, "owner")
-            await self._send(source, encode_header({"token": transfer.fetch_token}))
+            source = FileLink(await self._dial(owner, "owner"), self._stall_timeout)
+            streams.append(source.stream)
+            await source.send(encode_header({"token": transfer.fetch_token}))
             headers = HeaderReader()
-            header = await self._read_header(source, headers)
+            header = await source.read_header(headers)
             if header.get("status") != "ok":
                 raise TransferFailed(str(header.get("message") or "the owner refused"))
             size = header.get("size")
@@ -214,10 +213,9 @@ class FileRelay:
                 raise TransferFailed(
                     f"file too large ({size} bytes; the limit is {self._max_file_bytes})"
                 )
-            destination = await self._dial(requester, "requester")
-            await self._send(
-                destination, encode_header({"token": transfer.deliver_token, "size": size})
-            )
+            destination = FileLink(await self._dial(requester, "requester"), self._stall_timeout)
+            streams.append(destination.stream)
+            await destination.send(encode_header({"token": transfer.deliver_token, "size": size}))
             try:
                 await self._pipe(source, destination, headers.take_rest())
             except TransferFailed as failure:
@@ -225,16 +223,15 @@ class FileRelay:
                     trio.move_on_after(1),
                     contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
                 ):
-                    await destination.send_all(encode_error(str(failure)))
+                    await destination.stream.send_all(encode_error(str(failure)))
                 raise
-            reply = await self._read_header(destination, HeaderReader())
+            reply = await destination.read_header(HeaderReader())
             if reply.get("status") != "ok":
                 raise TransferFailed(str(reply.get("message") or "the requester refused the file"))
             return size
         finally:
-            for stream in (source, destination):
-                if stream is not None:
-                    await trio.aclose_forcefully(stream)
+            for stream in streams:
+                await trio.aclose_forcefully(stream)
 
     async def _dial(self, member: Member, role: str) -> trio.abc.Stream:
         assert member.file_port is not None
@@ -244,42 +241,7 @@ class FileRelay:
         except (OSError, trio.TooSlowError) as error:
             raise TransferFailed(f"cannot reach the {role}'s file port ({error})") from error
 
-    async def _send(self, stream: trio.abc.SendStream, data: bytes) -> None:
-        try:
-            with trio.fail_after(self._stall_timeout):
-                await stream.send_all(data)
-        except trio.TooSlowError as error:
-            raise TransferFailed("a peer stopped reading") from error
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
-            raise TransferFailed("a peer hung up") from error
-
-    async def _receive(self, stream: trio.abc.ReceiveStream) -> bytes:
-        try:
-            with trio.fail_after(self._stall_timeout):
-                return bytes(await stream.receive_some(RECEIVE_SIZE))
-        except trio.TooSlowError as error:
-            raise TransferFailed("a peer stalled") from error
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
-            raise TransferFailed("a peer hung up") from error
-
-    async def _read_header(
-        self, stream: trio.abc.ReceiveStream, reader: HeaderReader
-    ) -> dict[str, Any]:
-        while True:
-            try:
-                header = reader.next_header()
-            except RemoteProtocolError as error:
-                raise TransferFailed(str(error)) from error
-            if header is not NEED_DATA:
-                return header
-            data = await self._receive(stream)
-            if not data:
-                raise TransferFailed("a peer hung up")
-            reader.receive_data(data)
-
-    async def _pipe(
-        self, source: trio.abc.ReceiveStream, destination: trio.abc.SendStream, first: bytes
-    ) -> None:
+    async def _pipe(self, source: FileLink, destination: FileLink, first: bytes) -> None:
         """Forward verified frames as they complete; hold at most one read's worth of data."""
         decoder = ChunkDecoder(check_digest=False)
         decoder.receive_data(first)
@@ -289,7 +251,7 @@ class FileRelay:
                     if isinstance(event, DataChunk) and decoder.size > self._max_file_bytes:
                         # The file grew past the limit while the owner was sending it.
                         raise TransferFailed(f"file too large (limit {self._max_file_bytes})")
-                    await self._send(destination, event.frame)
+                    await destination.send(event.frame)
                     if isinstance(event, SenderFailed):
                         raise TransferFailed(f"the owner failed: {event.message}")
                     if isinstance(event, EndOfFile):
@@ -297,7 +259,7 @@ class FileRelay:
                     self.stats.bytes_relayed += len(event.payload)
             except RemoteProtocolError as error:
                 raise TransferFailed(f"corrupt data from the owner: {error}") from error
-            data = await self._receive(source)
+            data = await source.receive()
             if not data:
                 raise TransferFailed(f"the owner hung up after {decoder.size} bytes")
             decoder.receive_data(data)

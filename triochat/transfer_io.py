@@ -1,0 +1,76 @@
+"""Timed reads and writes on one file connection, shared by the relay and the file agent.
+
+Both ends of a transfer need the same three things: read a header line, read more frames, send
+frames, each within a stall timeout, with every way it can fail turned into one exception whose
+text is fit to show the user.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from triochat.wire.chunks import HeaderReader
+from triochat.wire.common import NEED_DATA, RemoteProtocolError
+
+RECEIVE_SIZE = 1024 * 1024
+"""Bytes read at a time: the most either end holds of one transfer."""
+
+
+class TransferError(Exception):
+    """This transfer cannot go on; ``str(error)`` says why, for the user."""
+
+
+class FileLink:
+    """One file connection with a stall timeout on every read and write."""
+
+    def __init__(self, stream: trio.abc.Stream, stall_timeout: float) -> None:
+        self.stream = stream
+        self._stall_timeout = stall_timeout
+
+    async def receive(self) -> bytes:
+        """The next bytes (``b""`` at end of stream).
+
+        Raises:
+            TransferError: nothing arrived within the stall timeout, or the peer hung up.
+        """
+        try:
+            with trio.fail_after(self._stall_timeout):
+                return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        except trio.TooSlowError as error:
+            raise TransferError("a peer stalled") from error
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            raise TransferError("a peer hung up") from error
+
+    async def send(self, data: bytes) -> None:
+        """Send ``data`` (backpressure: waits while the peer is slow, up to the timeout).
+
+        Raises:
+            TransferError: the peer stopped reading, or hung up.
+        """
+        try:
+            with trio.fail_after(self._stall_timeout):
+                await self.stream.send_all(data)
+        except trio.TooSlowError as error:
+            raise TransferError("a peer stopped reading") from error
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            raise TransferError("a peer hung up") from error
+
+    async def read_header(self, reader: HeaderReader) -> dict[str, Any]:
+        """The header line; bytes after it stay in ``reader`` for :meth:`HeaderReader.take_rest`.
+
+        Raises:
+            TransferError: a bad header, a stall, or the peer hung up first.
+        """
+        while True:
+            try:
+                header = reader.next_header()
+            except RemoteProtocolError as error:
+                raise TransferError(str(error)) from error
+            if header is not NEED_DATA:
+                return header
+            data = await self.receive()
+            if not data:
+                raise TransferError("a peer hung up")
+            reader.receive_data(data)
