@@ -74,7 +74,7 @@ async def run_menu_client(host: str, server_port: int, listen_port: int, share_d
             name = None
         if name is None:
             say(GOODBYE)
-            return 0 if server_still_open(server) else 1
+            return 1 if server.closed else 0  # stdin ended first: a normal goodbye
         leaving = False
         acknowledged = trio.Event()
         async with trio.open_nursery() as nursery:
@@ -125,11 +125,6 @@ async def run_menu_client(host: str, server_port: int, listen_port: int, share_d
             nursery.start_soon(show_incoming)
             nursery.start_soon(run_menu)
     return exit_code
-
-
-def server_still_open(server: ServerObjects) -> bool:
-    """Whether the join ended because stdin ended (True) rather than the server (False)."""
-    return not server.closed
 
 
 async def _menu_loop(stream: trio.SocketStream, stdin: StdinLines, name: str) -> None:

@@ -103,17 +103,11 @@ def _decode_line(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-class LineCodec:
-    """The named line dialect: first line is the name, then one message per line.
-
-    Also netcat/telnet. Slash commands: ``/quit``, ``/who``; ``//text`` sends ``/text``.
-    """
-
-    dialect = Dialect.LINE
+class _LineDialect:
+    """What both line dialects share: framing, the idle flush, skipping blank lines."""
 
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self._framer = LineFramer(max_line_bytes)
-        self._awaiting_name = True
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes from the peer."""
@@ -124,12 +118,8 @@ class LineCodec:
         """True when an unterminated line is buffered."""
         return self._framer.has_partial
 
-    def name_accepted(self) -> None:
-        """The room took the name: from now on every line is a message or a command."""
-        self._awaiting_name = False
-
     def next_event(self) -> ClientEvent | NeedData:
-        """The next event, or ``NEED_DATA``. Blank lines are skipped once named.
+        """The next event, or ``NEED_DATA``; lines that carry nothing are skipped.
 
         Raises:
             RemoteProtocolError: (recoverable) an over-long line or an unknown command.
@@ -146,6 +136,26 @@ class LineCodec:
         """The event carried by bytes that sat unterminated for the quiet time, if any."""
         line = self._framer.flush_partial()
         return None if line is None else self._line_to_event(line)
+
+    def _line_to_event(self, line: str) -> ClientEvent | None:
+        raise NotImplementedError
+
+
+class LineCodec(_LineDialect):
+    """The named line dialect: first line is the name, then one message per line.
+
+    Also netcat/telnet. Slash commands: ``/quit``, ``/who``; ``//text`` sends ``/text``.
+    """
+
+    dialect = Dialect.LINE
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        super().__init__(max_line_bytes)
+        self._awaiting_name = True
+
+    def name_accepted(self) -> None:
+        """The room took the name: from now on every line is a message or a command."""
+        self._awaiting_name = False
 
     def _line_to_event(self, line: str) -> ClientEvent | None:
         if self._awaiting_name:
@@ -181,47 +191,15 @@ class LineCodec:
         raise TypeError(f"cannot encode {event!r}")
 
 
-class PortTaggedCodec:
+class PortTaggedCodec(_LineDialect):
     """Seed 004: no name line; messages show as ``<port>:<message>``; ``exit`` is echoed."""
 
     dialect = Dialect.PORT_TAGGED
 
-    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
-        self._framer = LineFramer(max_line_bytes)
-
-    def receive_data(self, data: bytes | bytearray) -> None:
-        """Add bytes from the peer."""
-        self._framer.receive_data(data)
-
-    @property
-    def has_partial(self) -> bool:
-        """True when an unterminated line is buffered."""
-        return self._framer.has_partial
-
     def name_accepted(self) -> None:
         """Nothing to do: port-tagged members are named by their port."""
 
-    def next_event(self) -> ClientEvent | NeedData:
-        """The next event, or ``NEED_DATA``; blank lines are skipped.
-
-        Raises:
-            RemoteProtocolError: (recoverable) an over-long line.
-        """
-        while True:
-            line = self._framer.next_line()
-            if line is NEED_DATA:
-                return NEED_DATA
-            event = self._line_to_event(line)
-            if event is not None:
-                return event
-
-    def flush_idle(self) -> ClientEvent | None:
-        """The event carried by bytes that sat unterminated for the quiet time, if any."""
-        line = self._framer.flush_partial()
-        return None if line is None else self._line_to_event(line)
-
-    @staticmethod
-    def _line_to_event(line: str) -> ClientEvent | None:
+    def _line_to_event(self, line: str) -> ClientEvent | None:
         if line.strip() == "exit":
             return Leave()
         if not line.strip():
