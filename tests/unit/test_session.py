@@ -335,3 +335,42 @@ async def test_idle_timeout_disconnects_a_silent_member(
         assert await peer.closed()
         assert trio.current_time() >= 59 + 60
         assert room.names() == []
+
+
+async def test_on_finish_runs_when_the_member_leaves_not_after_the_last_flush(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The connection gate frees a place through on_finish: a newcomer must get it as soon as
+    # the console has said "disconnected", even while the leaver's last bytes are stuck.
+    room = Room()
+    finished_at: list[float] = []
+    session_ended = trio.Event()
+    async with trio.open_nursery() as nursery:
+        stuck_client, stuck_server = trio.testing.lockstep_stream_pair()
+        session = ChatSession(
+            stuck_server,
+            LineCodec(),
+            room,
+            ("127.0.0.1", 1),
+            LIMITS,
+            on_finish=lambda: finished_at.append(trio.current_time()),
+        )
+
+        async def run_session() -> None:
+            await session.run()
+            session_ended.set()
+
+        nursery.start_soon(run_session)
+        await stuck_client.send_all(b"stuck\n")
+        async with serving(room, port=2) as (_, talker):
+            await talker.send(b"talker\nyou there?\n")
+            await trio.testing.wait_all_tasks_blocked()  # stuck's writer is blocked on it
+            await stuck_client.send_all(b"/quit\n")
+            await trio.testing.wait_all_tasks_blocked()
+            assert room.names() == ["talker"]
+            assert len(finished_at) == 1
+            assert not session_ended.is_set()  # still trying to flush, within close_grace
+            await session_ended.wait()
+            assert len(finished_at) == 1
+            await talker.stream.aclose()
+        await stuck_client.aclose()

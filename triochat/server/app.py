@@ -45,6 +45,8 @@ def display_ip(host: str | None) -> str:
 
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
+GatedHandler = Callable[[trio.SocketStream, Callable[[], None]], Awaitable[None]]
+"""A handler that calls its second argument once its connection no longer counts."""
 Service = Callable[..., Awaitable[None]]
 """A background job started with ``nursery.start`` (it takes ``task_status``)."""
 
@@ -74,24 +76,37 @@ async def refuse_connection(stream: trio.SocketStream, limits: SessionLimits) ->
 
 
 class ConnectionGate:
-    """Counts open TCP connections against :attr:`SessionLimits.max_connections`."""
+    """Counts open TCP connections against :attr:`SessionLimits.max_connections`.
+
+    A connection's place is freed as soon as its member has left the room (the handler calls
+    ``release``), not when its last bytes are flushed: once the console says someone
+    disconnected, a newcomer must be let in.
+    """
 
     def __init__(self, limits: SessionLimits) -> None:
         self._limits = limits
         self.open = 0
         self.refused = 0
 
-    async def serve(self, stream: trio.SocketStream, handler: Handler) -> None:
+    async def serve(self, stream: trio.SocketStream, handler: GatedHandler) -> None:
         """Run ``handler`` for ``stream``, or refuse it politely when the server is full."""
         if self.open >= self._limits.max_connections:
             self.refused += 1
             await refuse_connection(stream, self._limits)
             return
         self.open += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.open -= 1
+
         try:
-            await handler(stream)
+            await handler(stream, release)
         finally:
-            self.open -= 1
+            release()
 
 
 async def _serve_until_signal(
@@ -164,7 +179,7 @@ async def run_chat_server(
     gate = ConnectionGate(limits)
     console.started(display_ip(host), port)
 
-    async def start_session(stream: trio.SocketStream) -> None:
+    async def start_session(stream: trio.SocketStream, release: Callable[[], None]) -> None:
         try:
             peer = peer_of(stream)
             # Finds peers that vanished without a word (power cut, cable pulled).
@@ -173,7 +188,14 @@ async def run_chat_server(
             await trio.aclose_forcefully(stream)
             return
         session = ChatSession(
-            stream, None, room, peer, limits, counter=counter, on_file_request=relay.request
+            stream,
+            None,
+            room,
+            peer,
+            limits,
+            counter=counter,
+            on_file_request=relay.request,
+            on_finish=release,
         )
         await session.run()
 

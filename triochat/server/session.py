@@ -87,6 +87,8 @@ class ChatSession:
         fixed_name: join under this name without asking (port-tagged members).
         on_file_request: called for ``file_request`` events (the file relay), if any.
         counter: counts this session while it is chatting, so shutdown can wait for it.
+        on_finish: called once, right after the member has left (or the session ended
+            without joining), before the last bytes are flushed.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class ChatSession:
         fixed_name: str | None = None,
         on_file_request: Callable[[Member, FileRequest], None] | None = None,
         counter: SessionCounter | None = None,
+        on_finish: Callable[[], None] | None = None,
     ) -> None:
         self._stream = stream
         self._initial_codec = codec
@@ -111,6 +114,7 @@ class ChatSession:
         self._fixed_name = fixed_name
         self._on_file_request = on_file_request
         self._counter = counter or SessionCounter()
+        self._on_finish = on_finish
         self._outbox_send, self._outbox_receive = room.open_outbox()
         self._member: Member | None = None
         self._final: ServerEvent | None = None
@@ -432,6 +436,8 @@ class ChatSession:
         self._final = final
         if self._member is not None:
             self._room.leave(self._member)
+        if self._on_finish is not None:
+            self._on_finish()
         self._outbox_send.close()
         self._reader_scope.cancel()
         if self._writer_scope.deadline == math.inf:
