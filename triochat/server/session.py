@@ -221,9 +221,12 @@ class ChatSession:
     async def _chat(self, member: Member) -> None:
         self._counter.opened()
         try:
+            # The reader runs in the nursery's own body rather than a third task: the same
+            # supervision (either ending cancels the other through finish) for about 2 KiB
+            # less per idle connection.
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_loop, member)
                 nursery.start_soon(self._write_loop)
+                await self._read_loop(member)
         finally:
             self._counter.closed()
 
