@@ -70,3 +70,18 @@ def test_file_relay_tiny(tmp_path: Path) -> None:
     assert row["triochat"]["relay_mb_s"] > 0
     if "mb_s" in row["socat"]:
         assert row["socat"]["verified"] is True
+
+
+def test_idle_breakdown_tiny() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "idle_breakdown.py"), "--members", "20"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, *sources = result.stdout.splitlines()
+    assert first.startswith("20 members: "), first
+    assert any("session.py" in line for line in sources), sources
