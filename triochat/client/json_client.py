@@ -79,6 +79,20 @@ async def join_reply(server: ServerObjects) -> ServerReply | None:
     return None
 
 
+def show_reply(reply: ServerReply, acknowledged: trio.Event) -> None:
+    """What the JSON and menu clients do alike with a reply after joining."""
+    if reply.type == "disconnect":
+        acknowledged.set()
+    elif reply.type in ("error", "notice"):
+        warn(f"Server: {reply.message}")
+
+
+def server_went_away() -> int:
+    """Say on stderr that the server closed the connection; the exit code for it."""
+    warn("Connection closed by the server")
+    return 1
+
+
 async def _join(
     stream: trio.SocketStream,
     server: ServerObjects,
@@ -140,13 +154,10 @@ async def run_json_client(ip: str, port: int, nickname: str, client_id: str) -> 
                         say(f"{shown_time} :: {event.nickname}: {event.message}")
                         stats.messages_received += 1
                         stats.chars_received += len(event.message)
-                    elif event.type == "disconnect":
-                        acknowledged.set()
-                    elif event.type in ("error", "notice"):
-                        warn(f"Server: {event.message}")
+                    else:
+                        show_reply(event, acknowledged)
                 if not leaving:
-                    warn("Connection closed by the server")
-                    exit_code = 1
+                    exit_code = server_went_away()
                 nursery.cancel_scope.cancel()
 
             async def send_typed() -> None:

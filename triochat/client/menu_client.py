@@ -14,7 +14,7 @@ import trio
 
 from triochat.client.connection import LEAVE_GRACE, CannotConnect, connect
 from triochat.client.file_agent import FileAgent
-from triochat.client.json_client import ServerObjects, join_reply
+from triochat.client.json_client import ServerObjects, join_reply, server_went_away, show_reply
 from triochat.client.terminal import StdinLines, say, stdin_is_terminal, warn
 from triochat.timestamps import now_display
 from triochat.wire.json_lines import Broadcast, JsonClientCodec
@@ -100,13 +100,10 @@ async def run_menu_client(host: str, server_port: int, listen_port: int, share_d
                             str(event.fields.get("owner", "")),
                             event.message,
                         )
-                    elif event.type == "disconnect":
-                        acknowledged.set()
-                    elif event.type in ("error", "notice"):
-                        warn(f"Server: {event.message}")
+                    else:
+                        show_reply(event, acknowledged)
                 if not leaving:
-                    warn("Connection closed by the server")
-                    exit_code = 1
+                    exit_code = server_went_away()
                 nursery.cancel_scope.cancel()
 
             async def run_menu() -> None:
