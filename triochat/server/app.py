@@ -18,7 +18,8 @@ from triochat.server.console import ChatConsole, PortTaggedConsole
 from triochat.server.reader import SessionLimits
 from triochat.server.relay import FileRelay
 from triochat.server.session import ChatSession, SessionCounter
-from triochat.server.udp import DatagramEndpoint, open_datagram_sockets
+from triochat.server.udp import DatagramEndpoint
+from triochat.server.udp_sockets import open_datagram_sockets
 from triochat.wire.json_lines import JsonCodec
 from triochat.wire.lines import LineCodec, PortTaggedCodec
 

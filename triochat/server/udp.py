@@ -24,7 +24,6 @@ import dataclasses
 import errno
 import logging
 import math
-import socket as stdlib_socket
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -48,9 +47,6 @@ logger = logging.getLogger(__name__)
 
 RECEIVE_SIZE = MAX_DATAGRAM_BYTES + 1
 """One byte more than we accept, so an oversized datagram shows as oversized, not cut."""
-
-SOCKET_RECEIVE_BUFFER = 1024 * 1024
-"""SO_RCVBUF we ask for (the kernel may cap it): room for bursts while the loop catches up."""
 
 MAX_REGISTRATIONS = 4096
 """Most datagram members at once; greetings beyond it are refused."""
@@ -385,59 +381,9 @@ class DatagramEndpoint:
             await trio.sleep_until(first.last_heard + self._ttl if first else now + self._ttl)
 
 
-async def open_datagram_sockets(port: int, host: str | None) -> list[trio.socket.SocketType]:
-    """Bound UDP sockets on ``port``: one per address family ``host`` resolves to.
-
-    With ``host=None`` that is ``0.0.0.0`` and ``::`` (IPv6-only, so they do not clash), as
-    :func:`trio.open_tcp_listeners` does for TCP. No SO_REUSEADDR: UDP has no TIME_WAIT to
-    wait out, and on UDP it would let two servers share the port silently.
-
-    Raises:
-        OSError: the port is busy or not ours to bind.
-    """
-    infos = await trio.socket.getaddrinfo(
-        host, port, type=stdlib_socket.SOCK_DGRAM, flags=stdlib_socket.AI_PASSIVE
-    )
-    sockets: list[trio.socket.SocketType] = []
-    seen: set[tuple[int, Any]] = set()
-    try:
-        for family, type_, proto, _, sockaddr in infos:
-            if (family, sockaddr) in seen:
-                continue
-            seen.add((family, sockaddr))
-            try:
-                sock = trio.socket.socket(family, type_, proto)
-            except OSError as error:
-                if error.errno == errno.EAFNOSUPPORT:
-                    continue  # this machine lacks the family; the others will do
-                raise
-            try:
-                if family == stdlib_socket.AF_INET6:
-                    sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
-                try:
-                    sock.setsockopt(
-                        stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, SOCKET_RECEIVE_BUFFER
-                    )
-                except OSError as error:
-                    logger.debug("SO_RCVBUF: %r", error)
-                await sock.bind(sockaddr)
-            except BaseException:
-                sock.close()
-                raise
-            sockets.append(sock)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    if not sockets:
-        raise OSError(errno.EAFNOSUPPORT, f"no usable address family for {host!r}")
-    return sockets
-
-
 __all__ = [
     "MAX_REGISTRATIONS",
     "DatagramEndpoint",
     "DatagramSocket",
     "DatagramStatistics",
-    "open_datagram_sockets",
 ]
