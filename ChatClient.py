@@ -2,7 +2,14 @@
 
 import sys
 
-from triochat.cli import client_main
-
 if __name__ == "__main__":
-    sys.exit(client_main())
+    try:
+        from triochat.startup import exit_on_ctrl_c
+
+        exit_on_ctrl_c()
+        from triochat.cli import client_main
+
+        sys.exit(client_main())
+    except KeyboardInterrupt:
+        # Ctrl-C before the handler above was in place: still no traceback.
+        sys.exit(130)

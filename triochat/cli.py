@@ -24,10 +24,9 @@ from triochat.client.terminal import say
 from triochat.client.udp_client import run_udp_client
 from triochat.server.app import run_chat_server, run_port_tagged_server
 from triochat.server.reader import SessionLimits
+from triochat.startup import EXIT_INTERRUPTED, hand_ctrl_c_to_trio
 from triochat.text import InvalidName, check_name
 from triochat.wire.common import MAX_SERVER_LINE_BYTES
-
-EXIT_INTERRUPTED = 130
 
 logger = logging.getLogger("triochat")
 
@@ -61,8 +60,17 @@ def resolve_host(host: str, number: int) -> str:
     return str(infos[0][4][0])
 
 
-def run_program(main: Callable[[], Awaitable[int]], *, verbose: bool = False) -> int:
-    """Run ``main`` under Trio; Ctrl-C and unexpected errors end quietly with an exit code."""
+def run_program(
+    main: Callable[[], Awaitable[int]], *, verbose: bool = False, is_server: bool = False
+) -> int:
+    """Run ``main`` under Trio; Ctrl-C and unexpected errors end quietly with an exit code.
+
+    Clients get Ctrl-C as ``KeyboardInterrupt`` from Trio, which unwinds them cleanly (a menu
+    client removes its temporary files). Servers keep the launcher's exit-at-once handler
+    until their signal receiver takes over, right before they accept anyone.
+    """
+    if not is_server:
+        hand_ctrl_c_to_trio()
     interrupted = False
     try:
         return trio.run(main)
@@ -207,6 +215,7 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     return run_program(
         partial(run_chat_server, port, args.host, limits, udp=not args.no_udp),
         verbose=args.verbose,
+        is_server=True,
     )
 
 
@@ -220,7 +229,11 @@ def port_tagged_server_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
-    return run_program(partial(run_port_tagged_server, args.port, args.host), verbose=args.verbose)
+    return run_program(
+        partial(run_port_tagged_server, args.port, args.host),
+        verbose=args.verbose,
+        is_server=True,
+    )
 
 
 # --- ChatClient.py ----------------------------------------------------------------------------

@@ -7,11 +7,12 @@ import random
 import signal
 import socket
 import struct
+import sys
 
 import pytest
 import trio
 
-from .harness import Harness, Program, RawPeer, rx
+from .harness import ROOT, Harness, Program, RawPeer, rx
 
 pytestmark = pytest.mark.e2e
 
@@ -256,3 +257,60 @@ async def test_json_client_survives_a_message_at_the_size_limit(harness: Harness
     await jason.expect_next(rx("{dt} :: biggy: small"), within=5)
     await jason.send_line("disconnect")
     assert await jason.wait_exit(within=5) == 0
+
+
+# The launchers' own imports (trio, the package) take a moment on a busy machine; a Ctrl-C
+# then lands before Trio runs. An import hook raises KeyboardInterrupt exactly there, so the
+# test does not depend on when a real signal would arrive.
+INTERRUPT_WHILE_IMPORTING = """
+import builtins, runpy, sys
+real_import = builtins.__import__
+def interrupted(name, *args, **kwargs):
+    if name == "triochat.cli":
+        raise KeyboardInterrupt
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = interrupted
+sys.argv = [sys.argv[1], "5000"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    "launcher", ["ChatServer.py", "ChatClient.py", "mychatserver.py", "mychatclient.py"]
+)
+async def test_ctrl_c_while_a_program_is_starting_prints_no_traceback(launcher: str) -> None:
+    result = await trio.run_process(
+        [sys.executable, "-c", INTERRUPT_WHILE_IMPORTING, launcher],
+        cwd=ROOT,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 130, result.stderr.decode()
+    assert result.stdout == b""
+    assert b"Traceback" not in result.stderr, result.stderr.decode()
+
+
+EARLY_CTRL_C = """
+import os, signal, sys, time
+from triochat.startup import exit_on_ctrl_c
+exit_on_ctrl_c()
+os.kill(os.getpid(), signal.SIGINT)
+time.sleep(5)
+print("still running")
+"""
+
+
+async def test_ctrl_c_before_trio_runs_exits_at_once_and_cannot_be_lost() -> None:
+    # A KeyboardInterrupt raised inside importlib's weakref callbacks is dropped by CPython
+    # and the program runs on; the launchers' early handler exits instead of raising.
+    result = await trio.run_process(
+        [sys.executable, "-c", EARLY_CTRL_C],
+        cwd=ROOT,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 130
+    assert result.stdout == b""
+    assert result.stderr == b""

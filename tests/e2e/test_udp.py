@@ -205,6 +205,23 @@ async def test_udp_and_tcp_clients_chat_in_one_room_through_a_garbage_flood(
         assert program.stderr == "", program.label
 
 
+async def test_piped_udp_session_prints_its_own_last_messages_before_leaving(
+    harness: Harness,
+) -> None:
+    # Seed 002: "Client_chat_2 Input - How are you?" / "Output - How are you?". End of input
+    # right after the last line must not leave before the server's echoes are back.
+    server, port = await harness.start_chat_server()
+    client = await start_udp_client(harness, port, "piper", label="piped udp client")
+    await server.expect_next(rx("{dt} :: piper: connected."))
+    lines = ["How are you?", *(f"line {number}" for number in range(2, 21))]
+    await client.send_bytes("".join(f"{line}\n" for line in lines).encode())
+    await client.close_stdin()
+    assert await client.wait_exit() == 0
+    assert client.stdout.lines == [*WELCOME, *lines]
+    await server.expect_line(rx("{dt} :: piper: disconnected."))
+    client.assert_no_traceback()
+
+
 async def test_a_taken_name_is_refused_and_said_on_stderr(harness: Harness) -> None:
     server, port = await harness.start_chat_server()
     lina = await harness.start("ChatClient.py", str(port), label="line client lina")

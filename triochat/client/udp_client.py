@@ -3,8 +3,9 @@
 The client greets the server, sends each stdin line as a ``MESSAGE``, prints the text of every
 ``INCOMING`` (its own messages included, as the seed shows) and re-greets every
 :data:`~triochat.wire.datagrams.REFRESH_INTERVAL` seconds so its registration never expires.
-End of input or Ctrl-C (the seed's way to leave) sends ``LEAVE`` and exits 0 at once: UDP has
-nothing to flush.
+Ctrl-C (the seed's way to leave) sends ``LEAVE`` and exits 0 at once. At end of input the
+client first waits, at most :data:`ECHO_WAIT` seconds, for the server to echo the messages it
+sent, so a piped session prints its own last lines as the seed shows; then it leaves.
 
 Like a TCP client whose connection is closed, it exits 1 with the reason on stderr when it is
 no longer a member: ``BYE <reason>`` (evicted, expired, server shutdown), ``ERROR <reason>``
@@ -39,6 +40,11 @@ logger = logging.getLogger(__name__)
 RECEIVE_SIZE = MAX_OUTGOING_BYTES + 1
 """Big enough for the largest datagram the server sends."""
 
+ECHO_WAIT = 2.0
+"""Most seconds at end of input to wait for the echoes of our own messages. They are normally
+back within milliseconds; the bound only matters when UDP lost one (or the server echoes
+nothing), so it is generous enough for a loaded machine."""
+
 WELCOME_LINES = ("Welcome to the chat room!", "Type your message and press Enter to send it")
 
 
@@ -59,6 +65,10 @@ class UdpChat:
         self._show_sender = show_sender
         self._greeting = greeting(name)
         self._refresh_interval = refresh_interval
+        # Our own messages come back from the server tagged with the address it saw: ours.
+        self._local_port = int(sock.getsockname()[1])
+        self._unechoed = 0
+        self._echo_seen = trio.Event()
         self.exit_code = 0
 
     async def run(self) -> None:
@@ -118,6 +128,10 @@ class UdpChat:
             event = parse_server_datagram(data)
             if isinstance(event, Incoming):
                 say(f"{event.name}: {event.text}" if self._show_sender else event.text)
+                if event.port == self._local_port and self._unechoed:
+                    self._unechoed -= 1
+                    self._echo_seen.set()
+                    self._echo_seen = trio.Event()
             elif isinstance(event, Farewell):
                 self._stop(nursery, f"Disconnected by the chat server: {event.reason}")
                 return
@@ -137,8 +151,12 @@ class UdpChat:
         stdin = StdinLines()
         while (line := await stdin.readline()) is not None:
             for data in message_datagrams(line):
+                self._unechoed += 1
                 if not await self._send(data, nursery):
                     return
+        with trio.move_on_after(ECHO_WAIT):
+            while self._unechoed:
+                await self._echo_seen.wait()
         nursery.cancel_scope.cancel()
 
 
