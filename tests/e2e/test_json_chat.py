@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 import trio
 
-from .harness import Harness, Program, rx
+from .harness import LOCALHOST, Harness, Program, rx
 
 pytestmark = pytest.mark.e2e
 
@@ -114,3 +115,60 @@ async def test_seed_003_three_json_clients(harness: Harness) -> None:
         client.assert_no_traceback()
     server.assert_consumed()
     assert server.returncode is None
+
+
+class SeedStyleServer:
+    """One accepted connection of a server that, like seed 003's, never acknowledges a join."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self._buffer = b""
+
+    async def next_object(self) -> dict[str, object]:
+        with trio.fail_after(10):
+            while b"\n" not in self._buffer:
+                data = await self.stream.receive_some(65536)
+                assert data, f"client closed; unread: {self._buffer!r}"
+                self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        parsed: dict[str, object] = json.loads(line)
+        return parsed
+
+    async def broadcast(self, nickname: str, message: str) -> None:
+        data = {
+            "type": "broadcast",
+            "nickname": nickname,
+            "message": message,
+            "timestamp": "2024-03-21 10:30:45",
+        }
+        await self.stream.send_all((json.dumps(data) + "\n").encode())
+
+
+@pytest.mark.parametrize("first_word", ["silence", "a broadcast"])
+async def test_json_client_chats_with_a_server_that_never_acknowledges_the_join(
+    harness: Harness, first_word: str
+) -> None:
+    # Seed 003's server answers a join only when the nickname is taken: silence (or a
+    # broadcast, which only members get) means the client is in.
+    (listener,) = await trio.open_tcp_listeners(0, host=LOCALHOST)
+    port = listener.socket.getsockname()[1]
+    async with listener:
+        client = await harness.start(
+            "ChatClient.py", LOCALHOST, str(port), "Ann", "7", label="json client Ann"
+        )
+        server = SeedStyleServer(await listener.accept())
+        async with server.stream:
+            assert (await server.next_object())["type"] == "nickname"
+            if first_word == "a broadcast":
+                await server.broadcast("Bob", "welcome, Ann")
+            await client.send_line("Hello, everyone!")
+            said = await server.next_object()
+            assert (said["type"], said["message"]) == ("message", "Hello, everyone!")
+            if first_word == "silence":
+                await server.broadcast("Bob", "welcome, Ann")
+            await client.expect_line("2024-03-21 10:30:45 :: Bob: welcome, Ann")
+            await client.close_stdin()
+            assert (await server.next_object())["type"] == "disconnect"
+    assert await client.wait_exit() == 0
+    await client.expect_line(summary(1, 1, 16, 12))
+    client.assert_no_traceback()

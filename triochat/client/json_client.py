@@ -7,12 +7,16 @@ given is taken), shows each broadcast as ``<date/time> :: <nickname>: <message>`
 
 from __future__ import annotations
 
+import signal
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import trio
 
 from triochat.client.connection import LEAVE_GRACE, RECEIVE_SIZE, CannotConnect, connect
 from triochat.client.terminal import StdinLines, say, stdin_is_terminal, warn
+from triochat.startup import EXIT_INTERRUPTED
 from triochat.timestamps import display_time_of, now_display
 from triochat.wire.common import MAX_SERVER_LINE_BYTES, NEED_DATA, RemoteProtocolError
 from triochat.wire.json_lines import Broadcast, JsonClientCodec, ServerReply
@@ -45,10 +49,17 @@ class ServerObjects:
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
         self._codec = JsonClientCodec(MAX_SERVER_LINE_BYTES)
+        self._put_back: deque[Broadcast | ServerReply] = deque()
         self.closed = False
+
+    def put_back(self, events: Iterable[Broadcast | ServerReply]) -> None:
+        """Have :meth:`next` return ``events`` again, in order, before anything new."""
+        self._put_back.extend(events)
 
     async def next(self) -> Broadcast | ServerReply | None:
         """The next event from the server, or ``None`` at end of connection."""
+        if self._put_back:
+            return self._put_back.popleft()
         while True:
             try:
                 event = self._codec.next_event()
@@ -71,12 +82,34 @@ class ServerObjects:
             self._codec.receive_data(data)
 
 
+JOIN_REPLY_WAIT = 2.0
+"""Seconds to wait for the answer to a join. Seed 003's server answers only a taken nickname,
+so silence means accepted; triochat's answers at once, and the margin is for a loaded machine."""
+
+IMPLIED_WELCOME = ServerReply("welcome", "", {})
+"""What a server that does not acknowledge joins is taken to have said."""
+
+
 async def join_reply(server: ServerObjects) -> ServerReply | None:
-    """The server's answer to a ``nickname`` object (``welcome`` or ``error``), or None."""
-    while (reply := await server.next()) is not None:
-        if isinstance(reply, ServerReply) and reply.type in ("welcome", "error"):
-            return reply
-    return None
+    """The answer to a ``nickname`` object: ``welcome`` (said or implied), ``error``, or None.
+
+    A broadcast also means the join was accepted (only members get them); it and anything
+    else read meanwhile stay for the chat loop.
+    """
+    seen: list[Broadcast | ServerReply] = []
+    try:
+        with trio.move_on_after(JOIN_REPLY_WAIT):
+            while (reply := await server.next()) is not None:
+                if isinstance(reply, Broadcast):
+                    seen.append(reply)
+                    return IMPLIED_WELCOME
+                if reply.type in ("welcome", "error"):
+                    return reply
+                seen.append(reply)
+            return None
+        return IMPLIED_WELCOME
+    finally:
+        server.put_back(seen)
 
 
 def show_reply(reply: ServerReply, acknowledged: trio.Event) -> None:
@@ -144,44 +177,71 @@ async def run_json_client(ip: str, port: int, nickname: str, client_id: str) -> 
             say("Enter message:")
         leaving = False
         acknowledged = trio.Event()
-        async with trio.open_nursery() as nursery:
+        # Typed lines and the leave both write whole objects; the lock keeps them apart.
+        sending = trio.Lock()
+        with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+            async with trio.open_nursery() as nursery:
 
-            async def show_incoming() -> None:
-                nonlocal exit_code
-                while (event := await server.next()) is not None:
-                    if isinstance(event, Broadcast):
-                        shown_time = display_time_of(event.timestamp, now_display())
-                        say(f"{shown_time} :: {event.nickname}: {event.message}")
-                        stats.messages_received += 1
-                        stats.chars_received += len(event.message)
-                    else:
-                        show_reply(event, acknowledged)
-                if not leaving:
-                    exit_code = server_went_away()
-                nursery.cancel_scope.cancel()
+                async def show_incoming() -> None:
+                    nonlocal exit_code
+                    while (event := await server.next()) is not None:
+                        if isinstance(event, Broadcast):
+                            shown_time = display_time_of(event.timestamp, now_display())
+                            say(f"{shown_time} :: {event.nickname}: {event.message}")
+                            stats.messages_received += 1
+                            stats.chars_received += len(event.message)
+                        else:
+                            show_reply(event, acknowledged)
+                    if not leaving:
+                        exit_code = server_went_away()
+                    nursery.cancel_scope.cancel()
 
-            async def send_typed() -> None:
-                nonlocal leaving
-                try:
-                    while (line := await stdin.readline()) is not None:
-                        if line.strip() == DISCONNECT_COMMAND:
-                            break
-                        if not line:
-                            continue
-                        await stream.send_all(
-                            JsonClientCodec.message(joined_as, line, now_display())
-                        )
-                        stats.messages_sent += 1
-                        stats.chars_sent += len(line)
-                    leaving = True
-                    await stream.send_all(JsonClientCodec.disconnect(joined_as, client_id))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-                with trio.move_on_after(LEAVE_GRACE):
-                    await acknowledged.wait()
-                nursery.cancel_scope.cancel()
+                async def leave() -> None:
+                    """Say ``disconnect``, give the server a moment to acknowledge, stop."""
+                    nonlocal leaving
+                    async with sending:
+                        if leaving:
+                            return
+                        leaving = True
+                        try:
+                            await stream.send_all(JsonClientCodec.disconnect(joined_as, client_id))
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            nursery.cancel_scope.cancel()
+                            return
+                    with trio.move_on_after(LEAVE_GRACE):
+                        await acknowledged.wait()
+                    nursery.cancel_scope.cancel()
 
-            nursery.start_soon(show_incoming)
-            nursery.start_soon(send_typed)
+                async def send_typed() -> None:
+                    try:
+                        while (line := await stdin.readline()) is not None:
+                            if line.strip() == DISCONNECT_COMMAND:
+                                break
+                            if not line:
+                                continue
+                            async with sending:
+                                if leaving:
+                                    return
+                                await stream.send_all(
+                                    JsonClientCodec.message(joined_as, line, now_display())
+                                )
+                            stats.messages_sent += 1
+                            stats.chars_sent += len(line)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
+                    await leave()
+
+                async def leave_on_ctrl_c() -> None:
+                    # Ctrl-C leaves like "disconnect" and still shows the Summary (seed 003:
+                    # "upon exiting, the client displays statistics").
+                    nonlocal exit_code
+                    async for _ in interrupts:
+                        exit_code = EXIT_INTERRUPTED
+                        await leave()
+                        return
+
+                nursery.start_soon(show_incoming)
+                nursery.start_soon(send_typed)
+                nursery.start_soon(leave_on_ctrl_c)
     say(stats.summary(now_display()))
     return exit_code
