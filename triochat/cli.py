@@ -144,6 +144,8 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         description="triochat server: line, JSON and datagram chat in one room.",
     )
     parser.add_argument("port", nargs="?", help="TCP (and UDP) port to listen on, 1-65535")
+    # Extra words are an argument error like any other (ERR - arg 2), not argparse's usage.
+    parser.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--host", default=None, help="address to bind (default: all interfaces)")
     parser.add_argument(
         "--no-udp", action="store_true", help="no UDP endpoint (datagram dialect) on the port"
@@ -208,6 +210,8 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         port = parse_port(args.port, 1)
+        if args.extra:
+            raise ArgumentError(2)
     except ArgumentError as error:
         say(str(error))
         return 1

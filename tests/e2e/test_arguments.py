@@ -27,6 +27,10 @@ async def test_server_bad_port(harness: Harness, args: list[str]) -> None:
     assert_error(await harness.run("ChatServer.py", *args), "ERR - arg 1")
 
 
+async def test_server_extra_argument(harness: Harness) -> None:
+    assert_error(await harness.run("ChatServer.py", "5000", "6000"), "ERR - arg 2")
+
+
 async def test_server_busy_port(harness: Harness) -> None:
     with trio.socket.socket() as holder:
         await holder.bind((LOCALHOST, 0))
