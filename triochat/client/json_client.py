@@ -8,8 +8,6 @@ given is taken), shows each broadcast as ``<date/time> :: <nickname>: <message>`
 from __future__ import annotations
 
 import signal
-from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import trio
@@ -49,17 +47,18 @@ class ServerObjects:
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
         self._codec = JsonClientCodec(MAX_SERVER_LINE_BYTES)
-        self._put_back: deque[Broadcast | ServerReply] = deque()
+        self._unread: Broadcast | None = None
         self.closed = False
 
-    def put_back(self, events: Iterable[Broadcast | ServerReply]) -> None:
-        """Have :meth:`next` return ``events`` again, in order, before anything new."""
-        self._put_back.extend(events)
+    def unread(self, broadcast: Broadcast) -> None:
+        """Have :meth:`next` return ``broadcast`` again before anything new (one at most)."""
+        self._unread = broadcast
 
     async def next(self) -> Broadcast | ServerReply | None:
         """The next event from the server, or ``None`` at end of connection."""
-        if self._put_back:
-            return self._put_back.popleft()
+        if self._unread is not None:
+            broadcast, self._unread = self._unread, None
+            return broadcast
         while True:
             try:
                 event = self._codec.next_event()
@@ -93,23 +92,18 @@ IMPLIED_WELCOME = ServerReply("welcome", "", {})
 async def join_reply(server: ServerObjects) -> ServerReply | None:
     """The answer to a ``nickname`` object: ``welcome`` (said or implied), ``error``, or None.
 
-    A broadcast also means the join was accepted (only members get them); it and anything
-    else read meanwhile stay for the chat loop.
+    A broadcast also means the join was accepted (only members get them); it stays for the
+    chat loop to show. Other objects before the answer are not for a member yet: skipped.
     """
-    seen: list[Broadcast | ServerReply] = []
-    try:
-        with trio.move_on_after(JOIN_REPLY_WAIT):
-            while (reply := await server.next()) is not None:
-                if isinstance(reply, Broadcast):
-                    seen.append(reply)
-                    return IMPLIED_WELCOME
-                if reply.type in ("welcome", "error"):
-                    return reply
-                seen.append(reply)
-            return None
-        return IMPLIED_WELCOME
-    finally:
-        server.put_back(seen)
+    with trio.move_on_after(JOIN_REPLY_WAIT):
+        while (reply := await server.next()) is not None:
+            if isinstance(reply, Broadcast):
+                server.unread(reply)
+                return IMPLIED_WELCOME
+            if reply.type in ("welcome", "error"):
+                return reply
+        return None
+    return IMPLIED_WELCOME
 
 
 def show_reply(reply: ServerReply, acknowledged: trio.Event) -> None:
