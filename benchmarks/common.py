@@ -409,6 +409,25 @@ def ensure_packages(programs: Sequence[str], log: Callable[[str], None] = print)
     return reasons
 
 
+def runnable_servers(
+    specs: Sequence[ServerSpec], *, install: bool
+) -> tuple[list[ServerSpec], dict[str, str]]:
+    """The servers that can run here (installing their Debian packages first when ``install``),
+    and why each of the others is skipped (also said on stderr)."""
+    skipped: dict[str, str] = {}
+    if install:
+        skipped.update(ensure_packages([p for s in specs for p in s.needs], log=say))
+    runnable = []
+    for spec in specs:
+        reason = available(spec)
+        if reason:
+            skipped[spec.key] = reason
+            say(f"skipping {spec.label}: {reason}")
+        else:
+            runnable.append(spec)
+    return runnable, skipped
+
+
 # --- results ----------------------------------------------------------------------------------
 
 
@@ -464,6 +483,19 @@ def save_json(out_dir: Path, name: str, data: dict[str, Any]) -> Path:
     path = results_dir(out_dir) / f"{name}.json"
     path.write_text(json.dumps(data, indent=1, sort_keys=False))
     return path
+
+
+def finish_run(
+    out_dir: Path, name: str, results: dict[str, Any], started: float, *, report: bool
+) -> None:
+    """Record the run's duration, save ``results/<name>.json`` and, if asked, rebuild
+    RESULTS.md from every results file."""
+    results["elapsed_s"] = time.monotonic() - started
+    say(f"wrote {save_json(out_dir, name, results)}")
+    if report:
+        from benchmarks import report as report_module
+
+        report_module.write_report(out_dir)
 
 
 def load_json(out_dir: Path, name: str) -> dict[str, Any] | None:

@@ -521,17 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
     wanted = args.servers.split(",") if args.servers else None
     specs = server_specs(wanted)
-    skipped: dict[str, str] = {}
-    if not args.no_install:
-        skipped.update(common.ensure_packages([p for s in specs for p in s.needs], log=say))
-    runnable = []
-    for spec in specs:
-        reason = common.available(spec)
-        if reason:
-            skipped[spec.key] = reason
-            say(f"skipping {spec.label}: {reason}")
-        else:
-            runnable.append(spec)
+    runnable, skipped = common.runnable_servers(specs, install=not args.no_install)
     chosen = scenarios(size)
     if args.scenarios:
         keys = args.scenarios.split(",")
@@ -568,13 +558,7 @@ def main(argv: list[str] | None = None) -> int:
             target = target or next(s for s in scenarios(size) if s.key == "n100w")
             say("profiling triochat on " + target.title + " with pyinstrument ...")
             results["profile"] = run_profile(args.out_dir, target, scratch)
-    results["elapsed_s"] = time.monotonic() - started
-    path = common.save_json(args.out_dir, "fanout", results)
-    say(f"wrote {path}")
-    if not args.no_report:
-        from benchmarks import report
-
-        report.write_report(args.out_dir)
+    common.finish_run(args.out_dir, "fanout", results, started, report=not args.no_report)
     return 0
 
 

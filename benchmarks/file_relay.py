@@ -385,13 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             "report": str(report_path.relative_to(args.out_dir)),
             "relay_mb_s_under_profiler": profiled["relay_mb_s"],
         }
-    results["elapsed_s"] = time.monotonic() - started
-    path = common.save_json(args.out_dir, "file_relay", results)
-    say(f"wrote {path}")
-    if not args.no_report:
-        from benchmarks import report
-
-        report.write_report(args.out_dir)
+    common.finish_run(args.out_dir, "file_relay", results, started, report=not args.no_report)
     return 0
 
 

@@ -179,17 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sizes = [1000, 5000] if args.quick else [1000, 10000]
     specs = server_specs(args.servers.split(",") if args.servers else None)
-    skipped: dict[str, str] = {}
-    if not args.no_install:
-        skipped.update(common.ensure_packages([p for s in specs for p in s.needs], log=say))
-    runnable = []
-    for spec in specs:
-        reason = common.available(spec)
-        if reason:
-            skipped[spec.key] = reason
-            say(f"skipping {spec.label}: {reason}")
-        else:
-            runnable.append(spec)
+    runnable, skipped = common.runnable_servers(specs, install=not args.no_install)
     results: dict[str, Any] = {
         "benchmark": "idle",
         "command": "python benchmarks/idle.py" + (" --quick" if args.quick else ""),
@@ -226,13 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 say("    " + describe(row))
         if args.profile:
             results["profile"] = run_profile(args.out_dir, max(sizes), Path(tmp))
-    results["elapsed_s"] = time.monotonic() - started
-    path = common.save_json(args.out_dir, "idle", results)
-    say(f"wrote {path}")
-    if not args.no_report:
-        from benchmarks import report
-
-        report.write_report(args.out_dir)
+    common.finish_run(args.out_dir, "idle", results, started, report=not args.no_report)
     return 0
 
 
