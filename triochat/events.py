@@ -96,10 +96,19 @@ class Welcome:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """Something the server tells one member: an error, an answer, or why it is cut off."""
+    """Something the server tells one member: an error, an answer, or why it is cut off.
+
+    Attributes:
+        text: what to tell.
+        is_error: something went wrong (a refusal, a bad input, the reason for a cut-off).
+        recoverable: the member's session goes on after this error. Dialects whose clients
+            end their session on any error (seed 003's ``error``, the datagram ``ERROR``)
+            show such a notice in a milder form.
+    """
 
     text: str
     is_error: bool = False
+    recoverable: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -321,8 +321,11 @@ class Room:
         return message
 
     def tell(self, member: Member, text: str, *, is_error: bool = False) -> None:
-        """Queue a notice for one member, behind everything already queued for it."""
-        member.deliver_nowait(Delivery(Notice(text, is_error=is_error)))
+        """Queue a notice for one member, behind everything already queued for it.
+
+        The member stays in the room, so an error told this way is recoverable.
+        """
+        member.deliver_nowait(Delivery(Notice(text, is_error=is_error, recoverable=True)))
 
     def close(self, reason: str) -> None:
         """End every member's session with ``reason`` (server shutdown); nobody may join."""

@@ -128,12 +128,18 @@ class Peer:
         return line
 
     async def lines_until_eof(self, most: int) -> list[str]:
-        """Every line until the server closes (at most ``most``); a reset counts as a close."""
+        """Every line until the server closes (at most ``most``); a reset counts as a close.
+
+        An unterminated tail counts as a last line: what an unframed peer gets.
+        """
         lines: list[str] = []
         for _ in range(most + 1):
             try:
                 lines.append(await self.line())
             except (EOFError, trio.BrokenResourceError):
+                if self._buffer:
+                    lines.append(bytes(self._buffer).decode())
+                    del self._buffer[:]
                 return lines
         raise AssertionError(f"{self.name}: more than {most} lines: {lines[-3:]}")
 
@@ -366,7 +372,8 @@ async def test_half_closed_member_still_receives_everything_queued_before_close(
         if dialect == "line":
             await bob.send(b"bob\n")
         else:
-            await bob.send(json.dumps({"type": "nickname", "nickname": "bob"}).encode())
+            # Framed (a newline after the object): the writer coalesces, as for the line peer.
+            await bob.send(json.dumps({"type": "nickname", "nickname": "bob"}).encode() + b"\n")
         await server.wait_until(lambda: "bob" in server.room.names())
         total = 300
         for number in range(total):
@@ -656,7 +663,8 @@ async def test_garbage_storm_then_good_messages_in_every_dialect(
         assert await watcher.line() == "jason: json ok"
         assert await liner.line() == "jason: json ok"
         errors = [await jason.json() for _ in range(4)]
-        assert all(error["type"] == "error" for error in errors), errors
+        # Recoverable: notices, since a seed-003 client ends its session on any "error".
+        assert all((e["type"], e["level"]) == ("notice", "error") for e in errors), errors
         await server.assert_room_works([watcher, liner], "garbage")
         assert server.room.names() == ["watcher", "liner", "jason"]
 

@@ -375,7 +375,7 @@ def test_encode_notices_welcome_goodbye_exact_bytes() -> None:
         b'{"type": "welcome", "nickname": "bob", "members": ["alice", "carol"]}\n'
     )
     assert codec.encode(Goodbye("bob")) == (
-        b'{"type": "disconnect", "nickname": "bob", "message": "Goodbye"}\n'
+        b'{"type": "bye", "nickname": "bob", "message": "Goodbye"}\n'
     )
 
 
@@ -442,7 +442,7 @@ def test_server_encoder_into_client_codec() -> None:
     assert (welcome.type, welcome.fields["members"]) == ("welcome", ["alice"])
     goodbye = client.next_event()
     assert isinstance(goodbye, ServerReply)
-    assert (goodbye.type, goodbye.message) == ("disconnect", "Goodbye")
+    assert (goodbye.type, goodbye.message) == ("bye", "Goodbye")
     assert client.next_event() is NEED_DATA
 
 

@@ -108,7 +108,8 @@ async def join_reply(server: ServerObjects) -> ServerReply | None:
 
 def show_reply(reply: ServerReply, acknowledged: trio.Event) -> None:
     """What the JSON and menu clients do alike with a reply after joining."""
-    if reply.type == "disconnect":
+    if reply.type in ("bye", "disconnect"):
+        # "bye" is triochat's acknowledgement; a seed server may answer "disconnect".
         acknowledged.set()
     elif reply.type in ("error", "notice"):
         warn(f"Server: {reply.message}")

@@ -21,8 +21,10 @@ class SessionLimits:
 
     Attributes:
         registration_timeout: seconds a new connection has to send an acceptable name.
-        idle_flush: seconds unterminated bytes may sit before they count as a whole line
-            (for peers that ``send()`` each message without a newline).
+        idle_flush: seconds unterminated bytes from an unframed peer (one that ``send()``s
+            each message without a newline) may sit before they count as a whole line.
+        unframed_write_gap: least seconds between two writes to an unframed peer, so that
+            two messages never arrive in one ``recv()`` of a client that keeps up.
         receive_size: most bytes taken from the socket in one read.
         close_grace: seconds a departing member's writer gets to flush what is queued.
         max_line_bytes: longest line or JSON object accepted.
@@ -39,6 +41,7 @@ class SessionLimits:
 
     registration_timeout: float = 30.0
     idle_flush: float = 0.1
+    unframed_write_gap: float = 0.05
     receive_size: int = 64 * 1024
     close_grace: float = 1.0
     max_line_bytes: int = MAX_LINE_BYTES
@@ -59,6 +62,11 @@ class ServerCodec(Protocol):
 
     @property
     def has_partial(self) -> bool: ...
+
+    @property
+    def framed(self) -> bool: ...
+
+    def unframe(self, data: bytes) -> bytes: ...
 
     def receive_data(self, data: bytes | bytearray) -> None: ...
 
@@ -128,7 +136,9 @@ class EventReader:
                 return event
             if self._at_eof:
                 return codec.flush_idle()
-            if codec.has_partial:
+            if codec.has_partial and not codec.framed:
+                # Unframed peers end a message by going quiet; framed ones by a newline, so a
+                # line typed slowly or split by the network stays one message.
                 with trio.move_on_after(self._limits.idle_flush):
                     data = await self._stream.receive_some(self._limits.receive_size)
                     self._feed(data)

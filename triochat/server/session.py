@@ -1,8 +1,9 @@
 """One TCP member's session: register a name, then a reader task and a writer task.
 
 The reader owns ``receive_some`` and turns events into room calls; the writer owns
-``send_all`` and drains the member's outbox, joining everything already queued into one write
-(coalescing under load; one message per write at human rates). Ending a session is one
+``send_all`` and drains the member's outbox. To a framed peer it joins everything already
+queued into one write (coalescing under load; one message per write at human rates); to an
+unframed peer (a seed's own client, SPEC §3) it writes one message per write, paced. Ending a session is one
 synchronous call, :meth:`ChatSession.finish`: the member leaves the room at once, its outbox
 closes, the reader is cancelled and the writer gets a short grace to flush what was queued
 (and a last line saying why) before the connection closes.
@@ -129,6 +130,7 @@ class ChatSession:
             else None
         )
         self._throttled = False
+        self._last_unframed_write = -math.inf
         # The socket's descriptor, for the writer's non-blocking fast path (None in tests
         # over in-memory streams, which always go through send_all).
         self._fd: int | None = (
@@ -214,7 +216,20 @@ class ChatSession:
         """Write one event before the writer task exists (registration only)."""
         data = self._codec.encode(event)
         if data:
-            await self._stream.send_all(data)
+            if self._codec.framed:
+                await self._stream.send_all(data)
+            else:
+                await self._send_unframed(self._codec.unframe(data))
+
+    async def _send_unframed(self, data: bytes) -> None:
+        """One message in one write, no sooner than the gap after the previous write.
+
+        The seeds' clients take each ``recv()`` as one message: two messages in one write
+        would reach them glued together (or, for JSON, silence them for good).
+        """
+        await trio.sleep_until(self._last_unframed_write + self._limits.unframed_write_gap)
+        await self._send(data)
+        self._last_unframed_write = trio.current_time()
 
     # --- chatting ----------------------------------------------------------------------------
 
@@ -330,6 +345,11 @@ class ChatSession:
                             self._writer_idle = False
                     except trio.EndOfChannel:
                         break
+                    if not codec.framed:
+                        data = codec.unframe(delivery.encode_for(codec))
+                        if data:
+                            await self._send_unframed(data)
+                        continue
                     batch = [delivery.encode_for(codec)]
                     size = len(batch[0])
                     while size < limit:
@@ -344,8 +364,10 @@ class ChatSession:
                         await self._send(b"".join(batch) if len(batch) > 1 else batch[0])
                 if self._final is not None:
                     data = codec.encode(self._final)
-                    if data:
+                    if data and codec.framed:
                         await self._send(data)
+                    elif data:
+                        await self._send_unframed(codec.unframe(data))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
         self.finish(None)
@@ -362,6 +384,8 @@ class ChatSession:
         """
         if not self._writer_idle or self._finishing or not self._room.flushing:
             return False
+        if not self._codec.framed:
+            return False  # one paced write per message: only the writer does that
         if len(self._staged) >= self._room.outbox_limit:
             self.flush_staged()  # may hand the rest to the writer, which is then not idle
             if not self._writer_idle:

@@ -45,10 +45,15 @@ class JsonObjectFramer:
     newline or ``{`` and reported once as a recoverable error. An object larger than
     ``max_object_bytes`` or nested deeper than ``MAX_NESTING`` cannot be skipped safely and is
     a fatal error.
+
+    :attr:`framed` turns True (for good) at the first newline after a complete object: the
+    peer ends its objects in newlines (our clients do; the seed's own send each object bare).
     """
 
     def __init__(self, max_object_bytes: int = MAX_LINE_BYTES) -> None:
         self._buffer = bytearray()
+        self._objects_seen = False
+        self.framed = False
         self._max_object_bytes = max_object_bytes
         # Scanner state for the object at the start of the buffer, kept across reads so each
         # byte is scanned once however the object is split.
@@ -88,6 +93,7 @@ class JsonObjectFramer:
             raw = bytes(self._buffer[:end])
             del self._buffer[:end]
             self._pos = 0
+            self._objects_seen = True
             return _parse_object(raw)
 
     def _skip_to_object_start(self) -> bool:
@@ -102,6 +108,7 @@ class JsonObjectFramer:
             if byte in _WHITESPACE:
                 if byte == 0x0A:
                     self._skipping_garbage = False
+                    self.framed = self.framed or self._objects_seen
                 start += 1
                 continue
             # Garbage: report it once, then skip to the next newline or "{".
@@ -258,6 +265,17 @@ class JsonCodec:
     def name_accepted(self) -> None:
         """Nothing to do: every object says what it is."""
 
+    @property
+    def framed(self) -> bool:
+        """True once the peer has ended an object with a newline."""
+        return self._framer.framed
+
+    @staticmethod
+    def unframe(data: bytes) -> bytes:
+        """``data`` as one write to an unframed peer: unchanged (a newline after an object is
+        harmless to ``json.loads``, and each object goes alone in its write)."""
+        return data
+
     def next_event(self) -> ClientEvent | NeedData:
         """The next event, or ``NEED_DATA``.
 
@@ -286,11 +304,18 @@ class JsonCodec:
                 }
             )
         if isinstance(event, Notice):
-            return _dump({"type": "error" if event.is_error else "notice", "message": event.text})
+            if event.is_error and not event.recoverable:
+                # Seed-003 clients end their session on any "error": only for what refuses
+                # a name or really ends the session.
+                return _dump({"type": "error", "message": event.text})
+            if event.is_error:
+                return _dump({"type": "notice", "level": "error", "message": event.text})
+            return _dump({"type": "notice", "message": event.text})
         if isinstance(event, Welcome):
             return _dump({"type": "welcome", "nickname": event.name, "members": event.members})
         if isinstance(event, Goodbye):
-            return _dump({"type": "disconnect", "nickname": event.name, "message": "Goodbye"})
+            # Not "disconnect": seed-003 clients take a server's "disconnect" for a shutdown.
+            return _dump({"type": "bye", "nickname": event.name, "message": "Goodbye"})
         if isinstance(event, FileAnnouncement):
             if event.role == "fetch":
                 kind, peer_key = "file_fetch", "requester"

@@ -37,6 +37,7 @@ class LineFramer:
         self._scanned = 0  # bytes of _buffer already known to hold no newline
         self._max_line_bytes = max_line_bytes
         self._skipping_long_line = False
+        self.framed = False
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes from the peer."""
@@ -72,6 +73,7 @@ class LineFramer:
         raw = bytes(self._buffer[:newline])
         del self._buffer[: newline + 1]
         self._scanned = 0
+        self.framed = True
         if self._skipping_long_line:
             self._skipping_long_line = False
             return self.next_line()
@@ -117,6 +119,19 @@ class _LineDialect:
     def has_partial(self) -> bool:
         """True when an unterminated line is buffered."""
         return self._framer.has_partial
+
+    @property
+    def framed(self) -> bool:
+        """True once the peer has ended a line with a newline (netcat, our framed clients)."""
+        return self._framer.framed
+
+    @staticmethod
+    def unframe(data: bytes) -> bytes:
+        """``data`` as one write to an unframed peer: without the line's newline.
+
+        The seeds' own servers add none, and their clients add their own when they print.
+        """
+        return data[:-1] if data.endswith(b"\n") else data
 
     def next_event(self) -> ClientEvent | NeedData:
         """The next event, or ``NEED_DATA``; lines that carry nothing are skipped.
