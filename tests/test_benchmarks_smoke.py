@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,43 @@ def test_idle_breakdown_tiny() -> None:
     first, *sources = result.stdout.splitlines()
     assert first.startswith("20 members: "), first
     assert any("session.py" in line for line in sources), sources
+
+
+def test_startup_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "startup.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "startup.py"),
+            *("--runs", "1", "--warmup", "0", "--modes", "line,reference"),
+            *("--timeout", "8", "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "| line (seed 000) |" in result.stdout, result.stdout
+    data = json.loads(out.read_text())
+    for mode in ("line", "reference"):
+        for condition in ("idle", "busy"):
+            series = data["modes"][mode][condition]
+            assert series["failures"] == [], series
+            assert len(series["samples_ms"]) == 1, series
+    # The spinning processes of the busy condition are gone once the benchmark has exited.
+    busy_pids = data["busy_pids"]
+    assert len(busy_pids) == 2
+    deadline = time.monotonic() + 5
+    while any(busy_alive(pid) for pid in busy_pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(busy_alive(pid) for pid in busy_pids)
+
+
+def busy_alive(pid: int) -> bool:
+    """Whether ``pid`` is still one of startup.py's spinning processes (not a reused PID)."""
+    try:
+        return b"getppid" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

@@ -2,7 +2,9 @@
 
 Every wait is for a condition under a deadline; the garbage floods are bounded and come in
 bursts small enough for the server's receive buffer, so the kernel never has a reason to drop
-the valid datagrams that follow them.
+the valid datagrams that follow them. Our client against the seed's own server: here with a
+socket of the test's own playing either server, byte for byte, and with the fake of the seed's
+server (``seed_programs/seed002_server.py``); ``test_seed_interop.py`` has the pairings.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import pytest
 import trio
 
 from .harness import LOCALHOST, TIMEOUT, Harness, Program, free_port, rx
+
+SEED002_SERVER = "tests/e2e/seed_programs/seed002_server.py"
+SEED002_BANNER = "Server Initialized and is running......."
 
 pytestmark = pytest.mark.e2e
 
@@ -65,6 +70,37 @@ async def raw_udp(nursery: trio.Nursery, label: str, port: int) -> RawUdp:
     peer = RawUdp(label, sock, (LOCALHOST, port))
     nursery.start_soon(peer.pump)
     return peer
+
+
+class FakeServer:
+    """A UDP socket of the test's own in the server's place: it sees exactly what a client
+    sends, and answers what the test tells it to, as our server or as the seed's would."""
+
+    def __init__(self) -> None:
+        self.raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.raw.bind((LOCALHOST, 0))
+        self.port = int(self.raw.getsockname()[1])
+        self.socket = trio.socket.from_stdlib_socket(self.raw)
+        self.client: tuple[str, int] | None = None
+
+    async def expect(self, data: bytes) -> None:
+        """The next datagram from the client must be exactly ``data``."""
+        with trio.fail_after(TIMEOUT):
+            got, address = await self.socket.recvfrom(70_000)
+        self.client = (str(address[0]), int(address[1]))
+        assert got == data, f"fake server: expected {data!r}, got {got!r}"
+
+    async def send(self, data: bytes) -> None:
+        assert self.client is not None, "the client has sent nothing yet"
+        await self.socket.sendto(data, self.client)
+
+    def assert_nothing_more(self) -> None:
+        """Nothing else has arrived (on 127.0.0.1 a sent datagram is queued at once)."""
+        try:
+            extra = self.raw.recv(70_000)
+        except BlockingIOError:
+            return
+        raise AssertionError(f"fake server: unexpected datagram {extra!r}")
 
 
 def garbage(rng: random.Random, count: int) -> list[bytes]:
@@ -307,3 +343,109 @@ async def test_a_busy_udp_port_is_a_clear_error(harness: Harness) -> None:
 async def test_udp_client_argument_errors(harness: Harness, args: list[str], expected: str) -> None:
     finished = await harness.run("ChatClient.py", *args)
     assert (finished.code, finished.stdout) == (1, [expected])
+
+
+async def test_udp_client_says_mes_until_the_server_shows_it_is_triochat(
+    harness: Harness,
+) -> None:
+    server = FakeServer()
+    with server.socket:
+        client = await start_udp_client(harness, server.port, label="udp client")
+        await server.expect(b"GREETING")
+        assert server.client is not None
+        port = server.client[1]
+        # Nothing has come back yet: the one form both servers show as the text typed.
+        await client.send_line("hello")
+        await server.expect(b"MEShello")
+        await server.send(f"INCOMING 127.0.0.1 {port} udp-{port}: hello".encode())
+        await client.expect_next("hello")
+        # Now it is triochat: MESSAGE <text>, exact even for what MES<text> would lose.
+        await client.send_line("SAGE advice")
+        await server.expect(b"MESSAGE SAGE advice")
+        await client.send_line(" indented")
+        await server.expect(b"MESSAGE  indented")
+        await client.close_stdin()
+        for text in ("SAGE advice", " indented"):  # the echoes it waits for
+            await server.send(f"INCOMING 127.0.0.1 {port} udp-{port}: {text}".encode())
+        await server.expect(b"LEAVE")
+        assert await client.wait_exit() == 0
+        server.assert_nothing_more()
+        assert client.stdout.lines == [*WELCOME, "hello", "SAGE advice", " indented"]
+        client.assert_no_traceback()
+
+
+async def test_udp_client_on_a_seed_server_shows_relays_and_never_leaves_as_chat(
+    harness: Harness,
+) -> None:
+    server = FakeServer()
+    with server.socket:
+        client = await start_udp_client(
+            harness, server.port, "--show-sender", label="udp client --show-sender"
+        )
+        await server.expect(b"GREETING")
+        assert server.client is not None
+        port = server.client[1]
+        await client.send_line("hello")
+        await server.expect(b"MEShello")
+        # The seed's server: f"From{addr}: {text}", to every registered address.
+        await server.send(f"From('127.0.0.1', {port}): hello".encode())
+        await client.expect_next(f"127.0.0.1:{port}: hello")
+        await server.send(b"From('10.1.2.3', 4444): hi): there")
+        await client.expect_next("10.1.2.3:4444: hi): there")
+        await server.send(b"From('10.1.2.3', 4444): ")  # a seed client's empty line: not shown
+        await server.send(b"From(nonsense")  # not what that server sends: ignored
+        await server.send(b"From('::1', 5000, 0, 0): over IPv6")
+        await client.expect_next("[::1]:5000: over IPv6")
+        # Still MES<text>: that server strips three bytes and shows "SAGE advice".
+        await client.send_line("SAGE advice")
+        await server.expect(b"MESSAGE advice")
+        await server.send(f"From('127.0.0.1', {port}): SAGE advice".encode())
+        await client.expect_next(f"127.0.0.1:{port}: SAGE advice")
+        await client.send_line("bye")
+        await client.close_stdin()
+        await server.expect(b"MESbye")
+        await server.send(f"From('127.0.0.1', {port}): bye".encode())  # the echo it waits for
+        assert await client.wait_exit() == 0
+        server.assert_nothing_more()  # no LEAVE: that server would relay it as "VE"
+        assert client.stdout.lines == [
+            *WELCOME,
+            f"127.0.0.1:{port}: hello",
+            "10.1.2.3:4444: hi): there",
+            "[::1]:5000: over IPv6",
+            f"127.0.0.1:{port}: SAGE advice",
+            f"127.0.0.1:{port}: bye",
+        ]
+        client.assert_no_traceback()
+        assert client.stderr == ""
+
+
+async def test_piped_udp_session_on_the_seed_server_counts_its_echoes(harness: Harness) -> None:
+    # The echoes come back as From(...) with our port: the client leaves as soon as they are
+    # all back (not after ECHO_WAIT), and the server relays nothing but the lines typed.
+    for _attempt in range(5):
+        port = free_port()
+        server = await harness.start(SEED002_SERVER, str(port), label="fake seed002 server")
+        first = await server.next_line()
+        if first == SEED002_BANNER:
+            break
+        assert first.startswith("ERR - "), first
+        await server.wait_exit()
+    else:
+        raise AssertionError("no free port for the fake seed002 server")
+    client = await start_udp_client(harness, port, label="piped udp client")
+    lines = ["How are you?", "SAGE advice", " indented", "LEAVE", *(f"line {n}" for n in range(20))]
+    await client.send_bytes("".join(f"{line}\n" for line in lines).encode())
+    closed_at = trio.current_time()
+    await client.close_stdin()
+    assert await client.wait_exit() == 0
+    assert trio.current_time() - closed_at < 1.5
+    assert client.stdout.lines == [*WELCOME, *lines]
+    for line in lines:
+        await server.expect_next(rx(f"From('127.0.0.1', {{port}}): {line}"))
+    # Whatever the client sent before it exited reaches the server before this does: the next
+    # relay is this, not a "VE" from a LEAVE.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as late:
+        late.sendto(b"GREETINGS", (LOCALHOST, port))
+        late.sendto(b"MESlast", (LOCALHOST, port))
+        await server.expect_next(rx("From('127.0.0.1', {port}): last"))
+    client.assert_no_traceback()

@@ -14,12 +14,14 @@ from triochat.wire.datagrams import (
     LEAVE_DATAGRAM,
     MAX_DATAGRAM_BYTES,
     MAX_OUTGOING_BYTES,
+    SEED_RECEIVE_BYTES,
     TRUNCATED_MARK,
     DatagramCodec,
     Farewell,
     Garbage,
     GarbageReason,
     Incoming,
+    Relayed,
     ServerNote,
     greeting,
     message_datagrams,
@@ -180,28 +182,107 @@ def test_client_datagrams() -> None:
     assert greeting() == b"GREETING"
     assert greeting("alice") == b"GREETING alice"
     assert LEAVE_DATAGRAM == b"LEAVE"
-    assert message_datagrams("hi there") == [b"MESSAGE hi there"]
-    assert message_datagrams("") == []
-    assert message_datagrams("   ") == []
+    for known in (True, False):
+        assert message_datagrams("", server_is_triochat=known) == []
+        assert message_datagrams("   ", server_is_triochat=known) == []
+
+
+def test_messages_to_triochat_say_message() -> None:
+    assert message_datagrams("hi there", server_is_triochat=True) == [b"MESSAGE hi there"]
+    # Exact for every text, including those MES<text> would lose characters of.
+    for text in ("SAGE hi", "sagebrush", " leading space", "  two", "MES", "GREETINGS"):
+        (data,) = message_datagrams(text, server_is_triochat=True)
+        assert data == b"MESSAGE " + text.encode()
+        assert parse_datagram(data) == Say(text)
+
+
+def seed_server_shows(data: bytes) -> str:
+    """What the seed's own server relays for a message datagram: all but the first 3 bytes."""
+    return data[3:].decode(errors="replace")
+
+
+@pytest.mark.parametrize(
+    "text", ["How are you?", "SAGE hi", "sage", " leading", "MESSAGE x", "LEAVE", "a): b", "é✓"]
+)
+def test_messages_before_triochat_is_known_are_mes_text(text: str) -> None:
+    # A server that strips exactly three bytes shows exactly the text typed (never "SAGE ...").
+    (data,) = message_datagrams(text, server_is_triochat=False)
+    assert data == b"MES" + text.encode()
+    assert seed_server_shows(data) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "ours_show"),
+    [
+        ("How are you?", "How are you?"),
+        ("MESSAGE x", "MESSAGE x"),
+        ("GREETING", "GREETING"),
+        ("LEAVE", "LEAVE"),
+        # The documented edge cases of MES<text> on our server:
+        ("SAGE hi", "hi"),
+        ("sagebrush", "brush"),
+        (" leading", "leading"),
+    ],
+)
+def test_what_our_server_makes_of_mes_text(text: str, ours_show: str) -> None:
+    (data,) = message_datagrams(text, server_is_triochat=False)
+    assert parse_datagram(data) == Say(ours_show)
 
 
 @PROPERTY
-@given(text=st.text(min_size=1, max_size=3 * MAX_DATAGRAM_BYTES // 2).filter(str.strip))
-def test_long_lines_are_split_losslessly_into_acceptable_datagrams(text: str) -> None:
-    datagrams = message_datagrams(text)
+@given(
+    text=st.text(min_size=1, max_size=250).filter(  # at most 1,000 bytes: one datagram
+        # the documented edge cases: what our server reads as "MESSAGE", or a separating space
+        lambda t: t.strip() and not t.startswith(" ") and ("MES" + t)[:7].upper() != "MESSAGE"
+    )
+)
+def test_mes_text_shows_the_same_text_on_both_servers(text: str) -> None:
+    (data,) = message_datagrams(text, server_is_triochat=False)
+    assert seed_server_shows(data) == text
+    expected = text.removesuffix("\n").removesuffix("\r")  # our server drops a line ending
+    assert parse_datagram(data) == (
+        Say(expected) if expected.strip() else Garbage(GarbageReason.EMPTY)
+    )
+
+
+@PROPERTY
+@given(
+    text=st.text(min_size=1, max_size=3 * MAX_DATAGRAM_BYTES // 2).filter(str.strip),
+    known=st.booleans(),
+)
+def test_long_lines_are_split_losslessly_into_acceptable_datagrams(text: str, known: bool) -> None:
+    prefix, limit = (b"MESSAGE ", MAX_DATAGRAM_BYTES) if known else (b"MES", SEED_RECEIVE_BYTES)
+    datagrams = message_datagrams(text, server_is_triochat=known)
     pieces = []
     for data in datagrams:
-        assert len(data) <= MAX_DATAGRAM_BYTES
-        assert data.startswith(b"MESSAGE ")
-        pieces.append(data[len(b"MESSAGE ") :].decode())  # each piece is whole characters
-    assert "".join(pieces) == text
+        assert len(data) <= limit
+        assert data.startswith(prefix)
+        piece = data[len(prefix) :].decode()  # each piece is whole characters
+        assert piece.strip()  # a blank piece is not sent: the server would ignore it
+        pieces.append(piece)
+    # Nothing but whitespace that would have made up whole blank pieces is lost.
+    assert "".join(pieces) == text or "".join(pieces).split() == text.split()
 
 
 def test_a_very_long_line_is_split() -> None:
     text = "✓" * MAX_DATAGRAM_BYTES  # three bytes each
-    datagrams = message_datagrams(text)
+    datagrams = message_datagrams(text, server_is_triochat=True)
     assert len(datagrams) == 4
     assert all(len(data) <= MAX_DATAGRAM_BYTES for data in datagrams)
+    # The seed's server reads 1,024 bytes at most: until triochat is known, pieces fit that.
+    datagrams = message_datagrams(text, server_is_triochat=False)
+    assert len(datagrams) == 3 * MAX_DATAGRAM_BYTES // (SEED_RECEIVE_BYTES - 4) + 1
+    assert all(len(data) <= SEED_RECEIVE_BYTES for data in datagrams)
+    assert b"".join(data[3:] for data in datagrams).decode() == text
+
+
+def test_a_blank_piece_of_a_long_line_is_not_sent() -> None:
+    # 1,021 bytes of text per MES datagram: the middle piece is only spaces.
+    text = "x" * 1000 + " " * 2000 + "y"
+    assert message_datagrams(text, server_is_triochat=False) == [
+        b"MES" + b"x" * 1000 + b" " * 21,
+        b"MES" + b" " * (2000 - 21 - 1021) + b"y",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -226,6 +307,86 @@ def test_a_very_long_line_is_split() -> None:
 )
 def test_the_client_reads_server_datagrams(data: bytes, expected: object) -> None:
     assert parse_server_datagram(data) == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        # The seed's own server: f"From{addr}: {text}" with its address tuple's repr.
+        (b"From('127.0.0.1', 41406): How are you?", Relayed("127.0.0.1", 41406, "How are you?")),
+        (b"From('10.0.0.7', 1): hi\n", Relayed("10.0.0.7", 1, "hi")),
+        (b"From('::1', 5000, 0, 0): hi", Relayed("::1", 5000, "hi")),
+        (b"From('fe80::1%eth0', 5000, 0, 2): hi", Relayed("fe80::1%eth0", 5000, "hi")),
+        (b"From('127.0.0.1', 5): a): b: c", Relayed("127.0.0.1", 5, "a): b: c")),
+        (
+            b"From('127.0.0.1', 5): From('6.6.6.6', 6): x",
+            Relayed("127.0.0.1", 5, "From('6.6.6.6', 6): x"),
+        ),
+        (
+            b"From('127.0.0.1', 5): INCOMING 1.2.3.4 5 x: y",
+            Relayed("127.0.0.1", 5, "INCOMING 1.2.3.4 5 x: y"),
+        ),
+        (b"From('127.0.0.1', 5): ", Relayed("127.0.0.1", 5, "")),  # a seed client's empty line
+        (b"From('127.0.0.1', 5):  spaced ", Relayed("127.0.0.1", 5, " spaced ")),
+        (b"From('127.0.0.1', 5): SAGE hi", Relayed("127.0.0.1", 5, "SAGE hi")),
+        (b"From('127.0.0.1', 5): \x1b[2J", Relayed("127.0.0.1", 5, "\\x1b[2J")),
+        (b"From('127.0.0.1', 5): a\nb", Relayed("127.0.0.1", 5, "a\\x0ab")),
+        ("From('127.0.0.1', 5): héllo ✓".encode(), Relayed("127.0.0.1", 5, "héllo ✓")),
+        (b"From('127.0.0.1', 5): \xff", Relayed("127.0.0.1", 5, "\ufffd")),
+        # Garbage: not what that server sends.
+        (b"From", None),
+        (b"From(", None),
+        (b"From('127.0.0.1', 5)", None),
+        (b"From('127.0.0.1', 5):", None),
+        (b"From('127.0.0.1', 5):hi", None),
+        (b"From('127.0.0.1', 5) hi", None),
+        (b"From(127.0.0.1, 5): hi", None),
+        (b"From('127.0.0.1' 5): hi", None),
+        (b"From('127.0.0.1', port): hi", None),
+        (b"From('127.0.0.1', 123456): hi", None),
+        (b"From('127.0.0.1', -5): hi", None),
+        (b"From('127.0.0.1', 5, 0): hi", None),
+        (b"From('', 5): hi", None),
+        (b"From('a'b', 5): hi", None),
+        (b"From ('127.0.0.1', 5): hi", None),
+        (b"from('127.0.0.1', 5): hi", None),
+        (b" From('127.0.0.1', 5): hi", None),
+    ],
+)
+def test_the_client_reads_the_seed_servers_relays(data: bytes, expected: object) -> None:
+    assert parse_server_datagram(data) == expected
+
+
+@pytest.mark.parametrize(
+    ("ip", "sender"),
+    [
+        ("127.0.0.1", "127.0.0.1:41406"),
+        ("::1", "[::1]:41406"),
+        ("fe80::1%eth0", "[fe80::1%eth0]:41406"),
+    ],
+)
+def test_a_seed_relay_names_its_sender_by_address(ip: str, sender: str) -> None:
+    assert Relayed(ip, 41406, "hi").sender == sender
+
+
+@PROPERTY
+@given(
+    address=st.one_of(
+        st.tuples(st.ip_addresses(v=4).map(str), st.integers(1, 65535)),
+        st.tuples(
+            st.ip_addresses(v=6).map(str),
+            st.integers(1, 65535),
+            st.integers(0, 2**20),
+            st.integers(0, 9),
+        ),
+    ),
+    text=st.text(max_size=300).filter(str.isprintable),
+)
+def test_what_the_seed_server_sends_the_client_reads_back(
+    address: tuple[str, int] | tuple[str, int, int, int], text: str
+) -> None:
+    data = f"From{address}: {text}".encode()  # exactly the seed's f-string
+    assert parse_server_datagram(data) == Relayed(address[0], address[1], text)
 
 
 @PROPERTY

@@ -1,11 +1,29 @@
 """``ChatClient.py --udp <host> <port>`` (seed 002): chat over UDP datagrams.
 
-The client greets the server, sends each stdin line as a ``MESSAGE``, prints the text of every
-``INCOMING`` (its own messages included, as the seed shows) and re-greets every
+The client greets the server, sends each stdin line as a message, prints the text of every
+relayed message (its own included, as the seed shows) and re-greets every
 :data:`~triochat.wire.datagrams.REFRESH_INTERVAL` seconds so its registration never expires.
-Ctrl-C (the seed's way to leave) sends ``LEAVE`` and exits 0 at once. At end of input the
-client first waits, at most :data:`ECHO_WAIT` seconds, for the server to echo the messages it
-sent, so a piped session prints its own last lines as the seed shows; then it leaves.
+Ctrl-C (the seed's way to leave) leaves and exits 0 at once. At end of input the client first
+waits, at most :data:`ECHO_WAIT` seconds, for the server to echo the messages it sent, so a
+piped session prints its own last lines as the seed shows; then it leaves.
+
+It talks to our server and to the seed's own server alike (SPEC §5), and learns which one it
+has from the first datagram that comes back:
+
+- ``INCOMING``, ``NOTICE``, ``ERROR`` or ``BYE``: triochat. Messages then go out as
+  ``MESSAGE <text>``, and leaving sends ``LEAVE``.
+- ``From('<ip>', <port>): <text>``: the seed's server. It shows each text alone, like
+  ``INCOMING`` (``--show-sender`` shows ``<ip>:<port>: <text>``, ``[<ip>]:<port>`` for IPv6:
+  that server knows no names); a blank text (a seed client's empty line) is not shown. Leaving
+  sends nothing, since that server would relay any non-``GRE`` datagram as chat (``LEAVE`` as
+  ``VE``); the re-greetings are harmless to it (any ``GRE...`` datagram just registers again).
+- Until then, messages go out as ``MES<text>``, which both servers show as the text typed, cut
+  into datagrams the seed's server reads whole (1,024 bytes). Two edge cases remain, both only
+  for messages sent before anything came back (normally just the first, since each message is
+  echoed): on our server a text starting with ``sage`` (any case) loses it, being read as
+  ``MESSAGE``, and a text starting with a space loses that space; and a client that leaves
+  before anything came back sends no ``LEAVE``, so our server keeps its registration until it
+  expires (:data:`~triochat.wire.datagrams.REGISTRATION_TTL`).
 
 Like a TCP client whose connection is closed, it exits 1 with the reason on stderr when it is
 no longer a member: ``BYE <reason>`` (evicted, expired, server shutdown), ``ERROR <reason>``
@@ -29,7 +47,8 @@ from triochat.wire.datagrams import (
     REFRESH_INTERVAL,
     Farewell,
     Incoming,
-    ServerNote,
+    Relayed,
+    ServerDatagram,
     greeting,
     message_datagrams,
     parse_server_datagram,
@@ -65,8 +84,9 @@ class UdpChat:
         self._show_sender = show_sender
         self._greeting = greeting(name)
         self._refresh_interval = refresh_interval
-        # Our own messages come back from the server tagged with the address it saw: ours.
         self._local_port = int(sock.getsockname()[1])
+        # What the server has shown itself to be: None until the first datagram comes back.
+        self._triochat: bool | None = None
         self._unechoed = 0
         self._echo_seen = trio.Event()
         self.exit_code = 0
@@ -87,8 +107,12 @@ class UdpChat:
                 nursery.cancel_scope.cancel()
 
     async def leave(self) -> None:
-        """Tell the server we are gone (best effort: it expires us anyway)."""
-        if self.exit_code == 0:
+        """Tell the server we are gone (best effort: it expires us anyway).
+
+        Only a server known to be triochat is told: to the seed's server any datagram that
+        does not start with ``GRE`` is chat.
+        """
+        if self.exit_code == 0 and self._triochat:
             try:
                 await self._socket.send(LEAVE_DATAGRAM)
             except OSError as error:
@@ -126,20 +150,44 @@ class UdpChat:
                 await trio.lowlevel.checkpoint()
                 continue
             event = parse_server_datagram(data)
-            if isinstance(event, Incoming):
-                say(f"{event.name}: {event.text}" if self._show_sender else event.text)
-                if event.port == self._local_port and self._unechoed:
-                    self._unechoed -= 1
-                    self._echo_seen.set()
-                    self._echo_seen = trio.Event()
+            if event is None:
+                logger.debug("ignored datagram %r", data[:80])
+                continue
+            self._learn_server(event)
+            if isinstance(event, Incoming | Relayed):
+                self._show(event)
             elif isinstance(event, Farewell):
                 self._stop(nursery, f"Disconnected by the chat server: {event.reason}")
                 return
-            elif isinstance(event, ServerNote) and event.is_error:
+            elif event.is_error:
                 self._stop(nursery, f"ERROR {event.text}")
                 return
-            elif isinstance(event, ServerNote):
+            else:
                 warn(f"NOTICE {event.text}")
+
+    def _learn_server(self, event: ServerDatagram) -> None:
+        """Which server this is; a ``From(...)`` relay settles it for good (never ``LEAVE``)."""
+        if isinstance(event, Relayed):
+            if self._triochat is not False:
+                logger.debug("the server relays From(...): the seed's own server")
+            self._triochat = False
+        elif self._triochat is None:
+            logger.debug("the server speaks triochat's datagram dialect")
+            self._triochat = True
+
+    def _show(self, event: Incoming | Relayed) -> None:
+        if isinstance(event, Relayed) and not event.text.strip():
+            return  # the seed's server relays a seed client's empty line; we never send one
+        if not self._show_sender:
+            say(event.text)
+        else:
+            sender = event.name if isinstance(event, Incoming) else event.sender
+            say(f"{sender}: {event.text}")
+        # Our own messages come back tagged with the address the server saw: ours.
+        if event.port == self._local_port and self._unechoed:
+            self._unechoed -= 1
+            self._echo_seen.set()
+            self._echo_seen = trio.Event()
 
     async def _refresh(self, nursery: trio.Nursery) -> None:
         while True:
@@ -150,7 +198,7 @@ class UdpChat:
     async def _send_stdin_lines(self, nursery: trio.Nursery) -> None:
         stdin = StdinLines()
         while (line := await stdin.readline()) is not None:
-            for data in message_datagrams(line):
+            for data in message_datagrams(line, server_is_triochat=self._triochat is True):
                 self._unechoed += 1
                 if not await self._send(data, nursery):
                     return

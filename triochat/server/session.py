@@ -3,10 +3,10 @@
 The reader owns ``receive_some`` and turns events into room calls; the writer owns
 ``send_all`` and drains the member's outbox. To a framed peer it joins everything already
 queued into one write (coalescing under load; one message per write at human rates); to an
-unframed peer (a seed's own client, SPEC §3) it writes one message per write, paced. Ending a session is one
-synchronous call, :meth:`ChatSession.finish`: the member leaves the room at once, its outbox
-closes, the reader is cancelled and the writer gets a short grace to flush what was queued
-(and a last line saying why) before the connection closes.
+unframed peer (a seed's own client, SPEC §3) it writes one message per write, paced.
+Ending a session is one synchronous call, :meth:`ChatSession.finish`: the member leaves the
+room at once, its outbox closes, the reader is cancelled and the writer gets a short grace to
+flush what was queued (and a last line saying why) before the connection closes.
 """
 
 from __future__ import annotations

@@ -5,6 +5,16 @@ Server to client: ``INCOMING <ip> <port> <name>: <text>``, ``NOTICE <text>``, ``
 (a greeting was refused) and ``BYE <reason>`` (our extension: the registration has ended, by
 eviction, expiry or server shutdown).
 
+Our client also talks to the seed's own server (SPEC §5), which registers any datagram that
+starts with ``GRE``, takes a message's text as everything after its first three bytes, and
+relays ``From('<ip>', <port>): <text>`` (Python's ``repr`` of its address tuple: IPv6 gives
+``('::1', 5000, 0, 0)``), read here as :class:`Relayed`. So until the client knows it talks to
+triochat, :func:`message_datagrams` sends ``MES<text>`` (both servers show the text), cut to
+fit the seed's 1,024-byte reads; once it knows, ``MESSAGE <text>``, which is exact for every
+text. The one text ``MES<text>`` cannot carry to our server is one that starts with ``sage``
+(any case: our server reads ``MESSAGE``) or with a space (our server drops one separating
+space): such a first message, sent before any datagram came back, loses those characters there.
+
 Parsing is liberal, as SPEC §5 asks, because the seed's own client sends ``GREETINGS`` and
 ``MES<text>``: anything starting with ``GRE`` greets, and a message's text follows ``MESSAGE``
 or ``MES``. Keywords ignore case and one trailing line ending is dropped (netcat sends one).
@@ -17,6 +27,7 @@ a registration lives, how often clients refresh it), shared by the server and th
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -48,9 +59,15 @@ REGISTRATION_TTL = 300.0
 REFRESH_INTERVAL = 60.0
 """Seconds between a client's refreshing ``GREETING``s: five tries before the TTL runs out."""
 
-LEAVE_DATAGRAM = b"LEAVE"
+SEED_RECEIVE_BYTES = 1024
+"""The seed's own server reads each datagram with ``recvfrom(1024)`` and silently loses the
+rest: until the client knows its server is triochat, no message datagram is longer."""
 
-_MESSAGE_PREFIX = "MESSAGE "
+LEAVE_DATAGRAM = b"LEAVE"
+"""Sent only to a server known to be triochat: the seed's server would relay it as ``VE``."""
+
+_MESSAGE_PREFIX = b"MESSAGE "
+_SEED_MESSAGE_PREFIX = b"MES"
 
 
 class GarbageReason(Enum):
@@ -125,7 +142,9 @@ class DatagramCodec:
             head = f"INCOMING {event.sender_ip} {event.sender_port} {event.sender}: "
             return _fit(head, event.text)
         if isinstance(event, Notice):
-            return _fit("ERROR " if event.is_error else "NOTICE ", event.text)
+            # ERROR ends a client's session; an error it can go on from is only a NOTICE.
+            fatal = event.is_error and not event.recoverable
+            return _fit("ERROR " if fatal else "NOTICE ", event.text)
         if isinstance(event, Welcome | Goodbye):
             # Seed-002 clients know no acknowledgements: joining and leaving stay silent.
             return b""
@@ -169,6 +188,23 @@ class Incoming:
 
 
 @dataclass(frozen=True, slots=True)
+class Relayed:
+    """A chat message relayed by the seed's own server, ``From('<ip>', <port>): <text>``.
+
+    The seed's server knows no names: the sender is only its address.
+    """
+
+    ip: str
+    port: int
+    text: str
+
+    @property
+    def sender(self) -> str:
+        """``<ip>:<port>``, or ``[<ip>]:<port>`` for an IPv6 address."""
+        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerNote:
     """A ``NOTICE`` or ``ERROR`` datagram from the server."""
 
@@ -183,36 +219,59 @@ class Farewell:
     reason: str
 
 
+ServerDatagram = Incoming | Relayed | ServerNote | Farewell
+"""What :func:`parse_server_datagram` makes of a datagram it understands. Every kind but
+:class:`Relayed` comes only from triochat; :class:`Relayed` comes only from the seed's server."""
+
+
 def greeting(name: str | None = None) -> bytes:
     """The ``GREETING`` datagram, naming the sender when ``name`` is given."""
     return f"GREETING {name}".encode() if name else b"GREETING"
 
 
-def message_datagrams(text: str) -> list[bytes]:
-    """``MESSAGE`` datagrams carrying ``text``: more than one when it is too long for one.
+def message_datagrams(text: str, *, server_is_triochat: bool) -> list[bytes]:
+    """The datagrams that carry the chat line ``text``: more than one when it is too long.
 
-    Nothing is dropped: a long line is split at character boundaries into pieces the server
-    accepts. A blank line gives no datagram (the server would ignore it).
+    To a server known to be triochat: ``MESSAGE <text>``, each at most
+    :data:`MAX_DATAGRAM_BYTES`. Otherwise (the seed's server, or not known yet): ``MES<text>``,
+    each at most :data:`SEED_RECEIVE_BYTES`, so that a server that strips exactly three bytes
+    shows exactly the text (see the module docstring for the one text our server reads
+    differently). Nothing is lost: a long line is split at character boundaries. A blank line,
+    or a piece of one that is only whitespace, gives no datagram (our server ignores them, and
+    the client would wait for their echo in vain).
     """
-    if not text.strip():
-        return []
-    prefix = _MESSAGE_PREFIX.encode()
-    room = MAX_DATAGRAM_BYTES - len(prefix)
+    if server_is_triochat:
+        prefix, limit = _MESSAGE_PREFIX, MAX_DATAGRAM_BYTES
+    else:
+        prefix, limit = _SEED_MESSAGE_PREFIX, SEED_RECEIVE_BYTES
+    room = limit - len(prefix)
     data = text.encode()
     out: list[bytes] = []
     while data:
         piece = _cut_utf8(data, room)
-        out.append(prefix + piece)
+        if piece.decode().strip():
+            out.append(prefix + piece)
         data = data[len(piece) :]
     return out
 
 
-def parse_server_datagram(data: bytes) -> Incoming | ServerNote | Farewell | None:
+_SEED_RELAY = re.compile(
+    r"From\('(?P<ip>[^'\\]+)', (?P<port>[0-9]+)(?:, [0-9]+, [0-9]+)?\): (?P<text>.*)",
+    re.DOTALL,
+)
+"""``f"From{addr}: {text}"`` with ``addr`` an IPv4 ``(ip, port)`` or IPv6
+``(ip, port, flowinfo, scope_id)`` tuple. Addresses contain no ``)``, so the first ``): ``
+ends the address and whatever follows, more ``): `` included, is the text."""
+
+
+def parse_server_datagram(data: bytes) -> ServerDatagram | None:
     """What a datagram from the server says; ``None`` for anything unexpected. Never raises.
 
     Text is made safe to print (control characters escaped) whatever the server sent.
     """
     text = data.decode("utf-8", errors="replace").removesuffix("\n").removesuffix("\r")
+    if text.startswith("From("):
+        return _parse_seed_relay(text)
     keyword, _, rest = text.partition(" ")
     if keyword == "INCOMING":
         fields = rest.split(" ", 2)
@@ -232,6 +291,13 @@ def parse_server_datagram(data: bytes) -> Incoming | ServerNote | Farewell | Non
     return None
 
 
+def _parse_seed_relay(text: str) -> Relayed | None:
+    match = _SEED_RELAY.fullmatch(text)
+    if match is None or not _is_port(match["port"]):
+        return None
+    return Relayed(escape_controls(match["ip"]), int(match["port"]), escape_controls(match["text"]))
+
+
 def _is_port(text: str) -> bool:
     return 0 < len(text) <= 5 and text.isascii() and text.isdecimal()
 
@@ -242,12 +308,15 @@ __all__ = [
     "MAX_OUTGOING_BYTES",
     "REFRESH_INTERVAL",
     "REGISTRATION_TTL",
+    "SEED_RECEIVE_BYTES",
     "DatagramCodec",
     "DatagramCommand",
     "Farewell",
     "Garbage",
     "GarbageReason",
     "Incoming",
+    "Relayed",
+    "ServerDatagram",
     "ServerNote",
     "greeting",
     "message_datagrams",
