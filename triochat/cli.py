@@ -2,6 +2,10 @@
 
 Every ``ERR - ...`` line goes to stdout (the seeds' checkers read it there) and exits 1.
 Diagnostics go to stderr; no program ever ends in a traceback (``-v`` shows them in the log).
+
+Clients take their first steps before Trio is even imported (see ``client/early.py``): this
+module imports only the standard library and Trio-free parts of the package at the top, and
+each program's modules when it is chosen.
 """
 
 from __future__ import annotations
@@ -14,19 +18,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-import trio
-
-from triochat.client.json_client import run_json_client
-from triochat.client.line_client import run_line_client
-from triochat.client.menu_client import run_menu_client
-from triochat.client.port_tagged_client import run_port_tagged_client
-from triochat.client.terminal import say
-from triochat.client.udp_client import run_udp_client
-from triochat.server.app import run_chat_server, run_port_tagged_server
-from triochat.server.reader import SessionLimits
-from triochat.startup import EXIT_INTERRUPTED, hand_ctrl_c_to_trio
+from triochat.client import early
+from triochat.startup import EXIT_INTERRUPTED, defer_ctrl_c, hand_ctrl_c_to_trio
 from triochat.text import InvalidName, check_name
-from triochat.wire.common import MAX_SERVER_LINE_BYTES
+from triochat.timestamps import now_display
+from triochat.wire.datagrams import greeting
+from triochat.wire.json_lines import MENU_CLIENT_ID, JsonClientCodec
 
 logger = logging.getLogger("triochat")
 
@@ -69,6 +66,8 @@ def run_program(
     client removes its temporary files). Servers keep the launcher's exit-at-once handler
     until their signal receiver takes over, right before they accept anyone.
     """
+    import trio
+
     if not is_server:
         hand_ctrl_c_to_trio()
     interrupted = False
@@ -139,6 +138,10 @@ def configure_logging(verbose: bool) -> None:
 
 def server_main(argv: Sequence[str] | None = None) -> int:
     """``python ChatServer.py <port> [--host HOST] [-v]``."""
+    from triochat.server.app import run_chat_server
+    from triochat.server.reader import SessionLimits
+    from triochat.wire.common import MAX_SERVER_LINE_BYTES
+
     parser = argparse.ArgumentParser(
         prog="ChatServer.py",
         description="triochat server: line, JSON and datagram chat in one room.",
@@ -213,7 +216,7 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         if args.extra:
             raise ArgumentError(2)
     except ArgumentError as error:
-        say(str(error))
+        early.say(str(error))
         return 1
     raise_open_file_limit()
     return run_program(
@@ -225,6 +228,8 @@ def server_main(argv: Sequence[str] | None = None) -> int:
 
 def port_tagged_server_main(argv: Sequence[str] | None = None) -> int:
     """``python mychatserver.py [--host HOST] [--port PORT]`` (seed 004)."""
+    from triochat.server.app import run_port_tagged_server
+
     parser = argparse.ArgumentParser(
         prog="mychatserver.py", description="Port-tagged chat server (seed 004)."
     )
@@ -255,6 +260,11 @@ options: -v/--verbose logs to stderr; --help shows this text.
 """
 
 
+Launch = Callable[[], Callable[[], Awaitable[int]]]
+"""A client's first steps before Trio (connect, send the name); returns what Trio then runs.
+Raises :class:`early.CannotStart` when the server or a port cannot be had."""
+
+
 def client_main(argv: Sequence[str] | None = None) -> int:
     """``python ChatClient.py ...``: the mode follows from the shape of the arguments."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -265,14 +275,19 @@ def client_main(argv: Sequence[str] | None = None) -> int:
     configure_logging(verbose)
     host = _take_option(args, "--host")
     try:
-        main = _choose_client(args, host)
+        launch = _choose_client(args, host)
     except ArgumentError as error:
-        say(str(error))
+        early.say(str(error))
+        return 1
+    try:
+        main = launch()
+    except early.CannotStart as error:
+        early.warn(str(error))
         return 1
     return run_program(main, verbose=verbose)
 
 
-def _choose_client(args: list[str], host: str | None) -> Callable[[], Awaitable[int]]:
+def _choose_client(args: list[str], host: str | None) -> Launch:
     if "--udp" in args:
         return _udp_client(args)
     if "-l" in args or "-p" in args:
@@ -280,7 +295,7 @@ def _choose_client(args: list[str], host: str | None) -> Callable[[], Awaitable[
     if not args:
         raise ArgumentError(1)
     if len(args) == 1:
-        return partial(run_line_client, host or "127.0.0.1", parse_port(args[0], 1))
+        return partial(_start_line_client, host or "127.0.0.1", parse_port(args[0], 1))
     if len(args) > 4:
         raise ArgumentError(5)
     ip = resolve_host(args[0], 1)
@@ -296,10 +311,41 @@ def _choose_client(args: list[str], host: str | None) -> Callable[[], Awaitable[
     client_id = args[3]
     if not client_id or not client_id.isprintable() or any(ch.isspace() for ch in client_id):
         raise ArgumentError(4)
-    return partial(run_json_client, ip, port, nickname, client_id)
+    return partial(_start_json_client, ip, port, nickname, client_id)
 
 
-def _menu_client(args: list[str], host: str | None) -> Callable[[], Awaitable[int]]:
+def _start_line_client(host: str, port: int) -> Callable[[], Awaitable[int]]:
+    """Connect, then send the first stdin line as the name, alone and without a newline."""
+    start = early.connect(host, port)
+    if early.stdin_is_terminal():
+        early.say("Enter your name:")
+    name = start.read_first_line()
+    if name is not None:
+        start.send(name.encode())
+    from triochat.client.line_client import run_line_client
+
+    return partial(run_line_client, start)
+
+
+def _start_json_client(
+    ip: str, port: int, nickname: str, client_id: str
+) -> Callable[[], Awaitable[int]]:
+    """Connect, print the banner and send the join request."""
+    start = early.connect(ip, port)
+    # From here on the client is (about to be) a member: Ctrl-C leaves with the Summary.
+    defer_ctrl_c()
+    started = now_display()
+    early.say(
+        f"ChatClient started with server IP: {ip}, port: {port}, nickname: {nickname}, "
+        f"client ID: {client_id}, Date/Time: {started}"
+    )
+    start.send(JsonClientCodec.nickname(nickname, client_id, started))
+    from triochat.client.json_client import run_json_client
+
+    return partial(run_json_client, start, nickname, client_id, started)
+
+
+def _menu_client(args: list[str], host: str | None) -> Launch:
     """``-l <listen port> -p <server port> [--share-dir DIR]``: bad values name their position."""
     share_dir = Path(_take_option(args, "--share-dir") or ".")
     listen = _take_option(args, "-l")
@@ -310,10 +356,33 @@ def _menu_client(args: list[str], host: str | None) -> Callable[[], Awaitable[in
         raise ArgumentError(5)
     if not share_dir.is_dir():
         raise ArgumentError(6)
-    return partial(run_menu_client, host or "127.0.0.1", server_port, listen_port, share_dir)
+    return partial(_start_menu_client, host or "127.0.0.1", server_port, listen_port, share_dir)
 
 
-def _udp_client(args: list[str]) -> Callable[[], Awaitable[int]]:
+def _start_menu_client(
+    host: str, server_port: int, listen_port: int, share_dir: Path
+) -> Callable[[], Awaitable[int]]:
+    """Listen on the file port, connect, read the name and ask to join with it."""
+    listeners = early.listen(listen_port)
+    try:
+        start = early.connect(host, server_port)
+    except early.CannotStart:
+        for sock in listeners:
+            sock.close()
+        raise
+    start.listeners = listeners
+    if early.stdin_is_terminal():
+        early.say("Enter your name:")
+    name = start.read_first_line()
+    if name is not None:
+        name = name.strip()
+        start.send(JsonClientCodec.nickname(name, MENU_CLIENT_ID, now_display(), listen_port))
+    from triochat.client.menu_client import run_menu_client
+
+    return partial(run_menu_client, start, name, listen_port, share_dir)
+
+
+def _udp_client(args: list[str]) -> Launch:
     """``--udp <host-or-ip> <port> [<nickname>] [--show-sender]`` (seed 002).
 
     Without a nickname the server names the client ``udp-<its port>``.
@@ -332,7 +401,24 @@ def _udp_client(args: list[str]) -> Callable[[], Awaitable[int]]:
             name = check_name(args[2])
         except InvalidName:
             raise ArgumentError(3) from None
-    return partial(run_udp_client, ip, port, show_sender=show_sender, name=name)
+    return partial(_start_udp_client, ip, port, show_sender, name)
+
+
+UDP_WELCOME = ("Welcome to the chat room!", "Type your message and press Enter to send it")
+
+
+def _start_udp_client(
+    ip: str, port: int, show_sender: bool, name: str | None
+) -> Callable[[], Awaitable[int]]:
+    """Greet the server and print the seed's welcome."""
+    start = early.connect(ip, port, socket.SOCK_DGRAM)
+    start.send(greeting(name))
+    for line in UDP_WELCOME:
+        early.say(line)
+    from triochat.client.udp_client import run_udp_client
+
+    server = f"{ip}:{port}"
+    return partial(run_udp_client, start, server, show_sender=show_sender, name=name)
 
 
 def _take_flag(args: list[str], *names: str) -> bool:
@@ -366,4 +452,12 @@ def port_tagged_client_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
-    return run_program(partial(run_port_tagged_client, args.host, args.port), verbose=args.verbose)
+    try:
+        start = early.connect(args.host, args.port)
+    except early.CannotStart as error:
+        early.warn(str(error))
+        return 1
+    early.say("Connected to chat server. Type 'exit' to leave.")
+    from triochat.client.port_tagged_client import run_port_tagged_client
+
+    return run_program(partial(run_port_tagged_client, start), verbose=args.verbose)

@@ -33,6 +33,29 @@ def exit_on_ctrl_c() -> None:
         signal.signal(signal.SIGINT, _exit_now)
 
 
+_ctrl_c_pending = False
+
+
+def _remember(signum: int, frame: types.FrameType | None) -> None:
+    global _ctrl_c_pending
+    _ctrl_c_pending = True
+
+
+def defer_ctrl_c() -> None:
+    """From now on Ctrl-C is only remembered (see :func:`ctrl_c_pending`), not acted on.
+
+    For a client that has already joined before Trio runs and must still say goodbye (the
+    JSON client's ``Summary:``): it checks the flag once its own signal receiver is open.
+    """
+    if signal.getsignal(signal.SIGINT) is _exit_now:
+        signal.signal(signal.SIGINT, _remember)
+
+
+def ctrl_c_pending() -> bool:
+    """True if Ctrl-C came while it was deferred (:func:`defer_ctrl_c`)."""
+    return _ctrl_c_pending
+
+
 def hand_ctrl_c_to_trio() -> None:
     """Give Ctrl-C back to Python, so that ``trio.run`` raises it in the main task."""
     if signal.getsignal(signal.SIGINT) is _exit_now:

@@ -75,8 +75,11 @@ class LineLog:
     (exactly the line at the cursor).
     """
 
-    def __init__(self, label: str, *, strict_utf8: bool = False) -> None:
+    def __init__(
+        self, label: str, *, strict_utf8: bool = False, one_entry_per_read: bool = False
+    ) -> None:
         self.label = label
+        self.one_entry_per_read = one_entry_per_read
         self.lines: list[str] = []
         self.cursor = 0
         self.closed = False
@@ -88,7 +91,15 @@ class LineLog:
     # --- filling -----------------------------------------------------------------------------
 
     def feed(self, data: bytes | bytearray) -> None:
-        """Add raw bytes; every complete ``\\n``-terminated line becomes an entry."""
+        """Add raw bytes; every complete ``\\n``-terminated line becomes an entry.
+
+        With ``one_entry_per_read`` each read is one entry as it is, newlines included: what
+        a seed's own client, which takes each ``recv()`` as one message, would show.
+        """
+        if self.one_entry_per_read:
+            self.lines.append(self._decode(bytes(data)))
+            self._notify()
+            return
         self._partial += data
         while (newline := self._partial.find(b"\n")) >= 0:
             raw = bytes(self._partial[:newline])
@@ -286,10 +297,12 @@ class RawPeer:
     ``<<invalid UTF-8 ...>>`` entry, so tests can tell what the server really sent.
     """
 
-    def __init__(self, label: str, stream: trio.SocketStream) -> None:
+    def __init__(self, label: str, stream: trio.SocketStream, *, unframed: bool = False) -> None:
         self.label = label
         self.stream = stream
-        self.log = LineLog(f"{label} (raw peer) received", strict_utf8=True)
+        self.log = LineLog(
+            f"{label} (raw peer) received", strict_utf8=True, one_entry_per_read=unframed
+        )
         self.local_port = int(stream.socket.getsockname()[1])
 
     async def send(self, data: bytes) -> None:
@@ -361,11 +374,15 @@ class Harness:
         code = await program.wait_exit(within)
         return Finished(code, list(program.stdout.lines), program.stderr)
 
-    async def connect(self, port: int, label: str) -> RawPeer:
-        """A raw TCP connection to 127.0.0.1:``port``."""
+    async def connect(self, port: int, label: str, *, unframed: bool = False) -> RawPeer:
+        """A raw TCP connection to 127.0.0.1:``port``.
+
+        ``unframed``: a peer in the seeds' manner, which sends no newlines and takes each read
+        as one message (its log has one entry per read).
+        """
         with trio.fail_after(TIMEOUT):
             stream = await trio.open_tcp_stream(LOCALHOST, port)
-        peer = RawPeer(label, stream)
+        peer = RawPeer(label, stream, unframed=unframed)
         self.peers.append(peer)
         self._nursery.start_soon(_pump, stream, peer.log)
         return peer

@@ -40,10 +40,14 @@ async def join_line(harness: Harness, server: Program, port: int, name: str) -> 
 
 
 async def join_json(harness: Harness, server: Program, port: int, name: str) -> RawPeer:
-    """A raw JSON member called ``name``, welcomed when this returns."""
+    """A raw JSON member called ``name``, welcomed when this returns.
+
+    Framed (a newline after each object, as our JSON client writes): the server may coalesce
+    what it sends, so a flood reaches it at full speed.
+    """
     peer = await harness.connect(port, name)
     hello = {"type": "nickname", "nickname": name, "clientID": "f", "timestamp": "now"}
-    await peer.send(json.dumps(hello).encode())
+    await peer.send(json.dumps(hello).encode() + b"\n")
     await peer.expect_line(
         re.compile(re.escape(f'{{"type": "welcome", "nickname": "{name}"') + ".*")
     )

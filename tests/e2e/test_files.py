@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from .harness import Harness, LineLog, Pattern, Program, free_port, rx
+from .harness import DT, Harness, LineLog, Pattern, Program, free_port, rx
 
 pytestmark = pytest.mark.e2e
 
@@ -311,8 +311,19 @@ async def test_missing_files_and_path_tricks_fail_and_nobody_stops(room: Room) -
     for filename in ("../secret.txt", "/etc/passwd", "link.txt", ".", "..", "../alice/shared.txt"):
         await bob.request("alice", filename)
         await bob.program.expect_line(failed(filename, "alice"))
-    await bob.request("zed", "shared.txt")
-    await bob.program.expect_line(failed("shared.txt", "zed"))
+    await bob.request("zed", "shared.txt")  # nobody called zed has joined (yet)
+    await bob.program.expect_line(
+        failed("shared.txt", "zed", "no member of that name is in the room (yet)")
+    )
+    await room.server.expect_line(
+        re.compile(
+            DT
+            + re.escape(
+                " :: File shared.txt: zed -> bob failed: "
+                "no member of that name is in the room (yet)."
+            )
+        )
+    )
     await bob.request("bob", "anything.txt")
     await bob.program.expect_line(failed("anything.txt", "bob"))
 

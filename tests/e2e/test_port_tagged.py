@@ -42,7 +42,7 @@ async def test_seed_004_three_clients_and_an_unframed_peer(harness: Harness) -> 
                 await other.expect_next(f"{tag}:{text}")
 
     # A raw peer that sends without any newline (one send() per message).
-    raw = await harness.connect(port, "unframed")
+    raw = await harness.connect(port, "unframed", unframed=True)
     await server.expect_next(f"New connection from : ('127.0.0.1', {raw.local_port})")
     await raw.send(b"Hi!")
     await server.expect_next(f"{raw.local_port}:Hi!")
@@ -54,7 +54,7 @@ async def test_seed_004_three_clients_and_an_unframed_peer(harness: Harness) -> 
     await c1.expect_next(f"{p3}:welcome, raw")
     await c2.expect_next(f"{p3}:welcome, raw")
     await raw.send(b"exit")
-    await raw.expect_next("exit")  # the server echoes exit, then closes
+    await raw.expect_next("exit")  # exactly "exit", then the server closes
     await raw.log.expect_closed()
     await server.expect_next("Connection closed")
     raw.log.assert_consumed()

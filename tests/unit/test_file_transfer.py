@@ -954,7 +954,7 @@ async def test_silent_owner_is_given_up_after_the_stall_timeout(
 
 
 REFUSALS = [
-    ("nobody", "a.txt", "no such member"),
+    ("nobody", "a.txt", "no member of that name is in the room (yet)"),
     ("carol", "a.txt", "carol does not share files"),
     ("bob", "a.txt", "you own that file already"),
     ("alice", "../x", "not a plain file name"),
@@ -981,7 +981,8 @@ async def test_impossible_requests_fail_at_once(
         assert world.dials == []
         assert world.relay.stats.started == 0
         await trio.testing.wait_all_tasks_blocked()
-        assert world.observer.failed == []
+        # The console says so too (a line per refusal), and nothing finished.
+        assert world.observer.failed == [(filename, owner, "bob", reason)]
         assert world.observer.finished == []
 
     await in_world(tmp_path, body)
@@ -1018,8 +1019,8 @@ async def test_too_many_transfers_are_refused_until_some_end(tmp_path: Path) -> 
         assert "too many transfers" in told[-1].reason
         # The dials fail; each transfer ends and makes room again.
         world.hold.set()
-        await world.observer.wait_for(MAX_TRANSFERS)
-        assert len(world.observer.failed) == MAX_TRANSFERS
+        await world.observer.wait_for(MAX_TRANSFERS + 1)  # the refusal is on the console too
+        assert len(world.observer.failed) == MAX_TRANSFERS + 1
         world.hold = None
         world.request(bob, "alice", "now-there-is-room")
         while isinstance(event := bob.inbox.receive_nowait().event, FileFailed):

@@ -1,6 +1,15 @@
-"""Connecting to the server and reading its lines, shared by the TCP client modes."""
+"""Connecting to the server, paced writes and reading its lines, shared by the TCP clients.
+
+Our clients speak the seeds' wire (SPEC §3): the seeds' servers take each ``recv()`` as one
+message, so every message goes in a write of its own, :data:`WRITE_GAP` after the previous
+one; and their servers add no newline, so an unterminated chunk is shown as a line once
+:data:`QUIET_FLUSH` passes without more.
+"""
 
 from __future__ import annotations
+
+import math
+import socket
 
 import trio
 
@@ -12,28 +21,63 @@ RECEIVE_SIZE = 64 * 1024
 LEAVE_GRACE = 0.8
 """Seconds a leaving client waits for the server to confirm; exit stays under one second."""
 
+WRITE_GAP = 0.15
+"""Least seconds between two writes: longer than our server's 0.1 s quiet time, so each
+message is read on its own there too."""
 
-class CannotConnect(Exception):
-    """The server could not be reached; ``str(error)`` says where and why."""
+QUIET_FLUSH = 0.02
+"""Seconds an unterminated chunk from the server waits for more before it is shown as a line:
+less than the 0.05 s between two writes of our server to an unframed peer."""
 
 
-async def connect(host: str, port: int) -> trio.SocketStream:
-    """A TCP connection to the chat server.
+def adopt(sock: socket.socket) -> trio.SocketStream:
+    """A Trio stream over a socket the launcher connected before Trio started."""
+    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
 
-    Raises:
-        CannotConnect: refused, unreachable, or the host does not resolve.
+
+class PacedSender:
+    """Writes whole messages to the server, each alone, :data:`WRITE_GAP` apart.
+
+    Safe to share between tasks: writes take turns.
+
+    Args:
+        stream: the connection.
+        seconds_since_last_write: how long ago something was last written to it (before
+            Trio ran), or ``None`` if nothing was.
     """
-    try:
-        return await trio.open_tcp_stream(host, port)
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise CannotConnect(
-            f"Cannot connect to the chat server at {host}:{port}: {reason}"
-        ) from error
+
+    def __init__(
+        self, stream: trio.abc.SendStream, seconds_since_last_write: float | None = None
+    ) -> None:
+        self._stream = stream
+        self._lock = trio.Lock()
+        self._last_write = (
+            -math.inf
+            if seconds_since_last_write is None
+            else trio.current_time() - seconds_since_last_write
+        )
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` in one go, no sooner than :data:`WRITE_GAP` after the last write.
+
+        Raises:
+            trio.BrokenResourceError: the connection broke.
+            trio.ClosedResourceError: the stream was closed.
+        """
+        if not data:
+            return
+        async with self._lock:
+            await trio.sleep_until(self._last_write + WRITE_GAP)
+            await self._stream.send_all(data)
+            self._last_write = trio.current_time()
 
 
 class ServerLines:
-    """Whole text lines from the server (the line and port-tagged dialects)."""
+    """Lines from the server (the line and port-tagged dialects).
+
+    A chunk that sits unterminated for :data:`QUIET_FLUSH` seconds is a line of its own: the
+    seeds' servers and ours, to a client that sends no newlines, end nothing in a newline.
+    """
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
@@ -53,11 +97,22 @@ class ServerLines:
                 return line
             if self._eof:
                 return self._framer.flush_partial()
-            try:
-                data = await self._stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            if data:
-                self._framer.receive_data(data)
+            if self._framer.has_partial:
+                with trio.move_on_after(QUIET_FLUSH):
+                    await self._receive()
+                    continue
+                partial = self._framer.flush_partial()
+                if partial is not None:
+                    return partial
             else:
-                self._eof = True
+                await self._receive()
+
+    async def _receive(self) -> None:
+        try:
+            data = await self._stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if data:
+            self._framer.receive_data(data)
+        else:
+            self._eof = True

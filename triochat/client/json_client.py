@@ -1,20 +1,28 @@
 """``ChatClient.py <host> <port> <nickname> <clientID>`` (seed 003): the JSON client.
 
-Prints the banner, joins (asking for another nickname on stdin while the server says the one
-given is taken), shows each broadcast as ``<date/time> :: <nickname>: <message>``, and on
-``disconnect`` or end of stdin leaves with an acknowledgement and prints the ``Summary:`` line.
+The launcher prints the banner and sends the join request before Trio starts (see ``early``).
+This module waits for the answer (asking for another nickname on stdin while the server says
+the one given is taken; ``disconnect`` there leaves), shows each broadcast as
+``<date/time> :: <nickname>: <message>``, and on ``disconnect`` or end of stdin leaves with an
+acknowledgement and prints the ``Summary:`` line.
+
+Every object goes in a write of its own, paced (SPEC §4): the seed's servers ``json.loads``
+each ``recv()`` and fail on two objects in one read.
 """
 
 from __future__ import annotations
 
 import signal
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from enum import Enum
 
 import trio
 
-from triochat.client.connection import LEAVE_GRACE, RECEIVE_SIZE, CannotConnect, connect
+from triochat.client.connection import LEAVE_GRACE, RECEIVE_SIZE, PacedSender, adopt
+from triochat.client.early import EarlyStart
 from triochat.client.terminal import StdinLines, say, stdin_is_terminal, warn
-from triochat.startup import EXIT_INTERRUPTED
+from triochat.startup import EXIT_INTERRUPTED, ctrl_c_pending
 from triochat.timestamps import display_time_of, now_display
 from triochat.wire.common import MAX_SERVER_LINE_BYTES, NEED_DATA, RemoteProtocolError
 from triochat.wire.json_lines import Broadcast, JsonClientCodec, ServerReply
@@ -47,18 +55,27 @@ class ServerObjects:
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
         self._codec = JsonClientCodec(MAX_SERVER_LINE_BYTES)
-        self._unread: Broadcast | None = None
+        self._unread: Broadcast | ServerReply | None = None
         self.closed = False
 
-    def unread(self, broadcast: Broadcast) -> None:
-        """Have :meth:`next` return ``broadcast`` again before anything new (one at most)."""
-        self._unread = broadcast
+    def unread(self, event: Broadcast | ServerReply) -> None:
+        """Have :meth:`next` return ``event`` again before anything new (one at most)."""
+        self._unread = event
+
+    async def closes_within(self, seconds: float) -> bool:
+        """True if the server closes the connection within ``seconds`` (nothing is lost)."""
+        with trio.move_on_after(seconds):
+            event = await self.next()
+            if event is None:
+                return True
+            self.unread(event)
+        return False
 
     async def next(self) -> Broadcast | ServerReply | None:
         """The next event from the server, or ``None`` at end of connection."""
         if self._unread is not None:
-            broadcast, self._unread = self._unread, None
-            return broadcast
+            unread, self._unread = self._unread, None
+            return unread
         while True:
             try:
                 event = self._codec.next_event()
@@ -121,60 +138,114 @@ def server_went_away() -> int:
     return 1
 
 
-async def _join(
-    stream: trio.SocketStream,
+REFUSED_CLOSE_WAIT = 0.25
+"""Seconds to watch, after a refused nickname, whether the server closes the connection:
+some servers do, and the user must not be asked for a name that nobody will read."""
+
+
+class JoinEnded(Enum):
+    """How joining ended without a name."""
+
+    CLOSED = "the server closed the connection"
+    LEFT = "the user left at the nickname prompt"
+    INTERRUPTED = "Ctrl-C"
+
+
+async def _join_unless_interrupted(
+    interrupts: AsyncIterator[int],
+    sender: PacedSender,
     server: ServerObjects,
     stdin: StdinLines,
     nickname: str,
     client_id: str,
-) -> str | None:
-    """Join under ``nickname`` or one the user types after a refusal; the name, or None."""
+) -> str | JoinEnded:
+    """:func:`_join`, cut short by Ctrl-C (also one that came before Trio ran)."""
+    if ctrl_c_pending():
+        return JoinEnded.INTERRUPTED
+    joined: str | JoinEnded = JoinEnded.INTERRUPTED
+    async with trio.open_nursery() as nursery:
+
+        async def stop_on_ctrl_c() -> None:
+            async for _ in interrupts:
+                nursery.cancel_scope.cancel()
+                return
+
+        nursery.start_soon(stop_on_ctrl_c)
+        try:
+            joined = await _join(sender, server, stdin, nickname, client_id)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            joined = JoinEnded.CLOSED
+        nursery.cancel_scope.cancel()
+    return joined
+
+
+async def _join(
+    sender: PacedSender,
+    server: ServerObjects,
+    stdin: StdinLines,
+    nickname: str,
+    client_id: str,
+) -> str | JoinEnded:
+    """Wait for the answer to the join request the launcher sent for ``nickname``.
+
+    While the server refuses, ask for another nickname on stdin and try that.
+
+    Returns:
+        The name joined under, or why there is none.
+    """
     while True:
-        await stream.send_all(JsonClientCodec.nickname(nickname, client_id, now_display()))
         reply = await join_reply(server)
         if reply is None:
-            return None
+            return JoinEnded.CLOSED
         if reply.type == "welcome":
             return nickname
         say(reply.message)
+        if await server.closes_within(REFUSED_CLOSE_WAIT):
+            return JoinEnded.CLOSED
         say("Enter a different nickname:")
         line = await stdin.readline()
-        if line is None:
-            return None
+        if line is None or line.strip() == DISCONNECT_COMMAND:
+            return JoinEnded.LEFT
         nickname = line.strip()
+        await sender.send(JsonClientCodec.nickname(nickname, client_id, now_display()))
 
 
-async def run_json_client(ip: str, port: int, nickname: str, client_id: str) -> int:
-    """Chat until ``disconnect`` or end of stdin (exit 0), or the server goes away (exit 1)."""
-    try:
-        stream = await connect(ip, port)
-    except CannotConnect as error:
-        warn(str(error))
-        return 1
-    stats = SessionStats(start=now_display())
-    say(
-        f"ChatClient started with server IP: {ip}, port: {port}, nickname: {nickname}, "
-        f"client ID: {client_id}, Date/Time: {stats.start}"
-    )
+async def run_json_client(start: EarlyStart, nickname: str, client_id: str, started: str) -> int:
+    """Chat until ``disconnect`` or end of stdin (exit 0), or the server goes away (exit 1).
+
+    Args:
+        start: the connection, with the join request for ``nickname`` already sent.
+        nickname: the nickname asked for.
+        client_id: the client ID sent with it.
+        started: the banner's date/time, the start of the ``Summary:``.
+    """
+    stream = adopt(start.sock)
+    sender = PacedSender(stream, start.seconds_since_last_write())
+    stats = SessionStats(start=started)
     server = ServerObjects(stream)
     stdin = StdinLines()
     exit_code = 0
-    async with stream:
-        try:
-            joined_as = await _join(stream, server, stdin, nickname, client_id)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            joined_as = None
-        if joined_as is None:
-            warn("Could not join the chat: the connection closed")
-            say(stats.summary(now_display()))
-            return 1
-        if stdin_is_terminal():
-            say("Enter message:")
-        leaving = False
-        acknowledged = trio.Event()
-        # Typed lines and the leave both write whole objects; the lock keeps them apart.
-        sending = trio.Lock()
-        with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+    with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+        async with stream:
+            joined = await _join_unless_interrupted(
+                interrupts, sender, server, stdin, nickname, client_id
+            )
+            if isinstance(joined, JoinEnded):
+                if joined is JoinEnded.CLOSED:
+                    warn("Could not join the chat: the server closed the connection")
+                say(stats.summary(now_display()))
+                return {
+                    JoinEnded.CLOSED: 1,
+                    JoinEnded.LEFT: 0,
+                    JoinEnded.INTERRUPTED: EXIT_INTERRUPTED,
+                }[joined]
+            joined_as = joined
+            if stdin_is_terminal():
+                say("Enter message:")
+            leaving = False
+            acknowledged = trio.Event()
+            # Typed lines and the leave both write whole objects; the lock keeps them apart.
+            sending = trio.Lock()
             async with trio.open_nursery() as nursery:
 
                 async def show_incoming() -> None:
@@ -199,7 +270,7 @@ async def run_json_client(ip: str, port: int, nickname: str, client_id: str) -> 
                             return
                         leaving = True
                         try:
-                            await stream.send_all(JsonClientCodec.disconnect(joined_as, client_id))
+                            await sender.send(JsonClientCodec.disconnect(joined_as, client_id))
                         except (trio.BrokenResourceError, trio.ClosedResourceError):
                             nursery.cancel_scope.cancel()
                             return
@@ -217,7 +288,7 @@ async def run_json_client(ip: str, port: int, nickname: str, client_id: str) -> 
                             async with sending:
                                 if leaving:
                                     return
-                                await stream.send_all(
+                                await sender.send(
                                     JsonClientCodec.message(joined_as, line, now_display())
                                 )
                             stats.messages_sent += 1

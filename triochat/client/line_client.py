@@ -1,26 +1,29 @@
 """``ChatClient.py <port>`` (seed 000): the first stdin line is the name, then messages.
 
-Every line from the server is printed as it is: ``<sender name>: <message>`` and the server's
-``*** `` notices (a refused name's reason, after which the next stdin line is the new try).
+It speaks the seed's wire (SPEC §3): the name alone in its own write and every message in a
+write of its own, without a newline, paced; it leaves by closing the connection. Every line
+from the server is printed as it is (an unterminated chunk once the server goes quiet):
+``<sender name>: <message>`` and the server's ``*** `` notices (a refused name's reason,
+after which the next stdin line is the new try).
 """
 
 from __future__ import annotations
 
 import trio
 
-from triochat.client.connection import LEAVE_GRACE, CannotConnect, ServerLines, connect
-from triochat.client.terminal import StdinLines, say, stdin_is_terminal, warn
+from triochat.client.connection import LEAVE_GRACE, PacedSender, ServerLines, adopt
+from triochat.client.early import EarlyStart
+from triochat.client.terminal import StdinLines, say, warn
 
 
-async def run_line_client(host: str, port: int, *, prompt_name: bool | None = None) -> int:
-    """Chat until stdin ends (exit 0) or the server goes away (exit 1)."""
-    try:
-        stream = await connect(host, port)
-    except CannotConnect as error:
-        warn(str(error))
-        return 1
-    if prompt_name if prompt_name is not None else stdin_is_terminal():
-        say("Enter your name:")
+async def run_line_client(start: EarlyStart) -> int:
+    """Chat until stdin ends (exit 0) or the server goes away (exit 1).
+
+    Args:
+        start: the connection, with the name already sent by the launcher (see ``early``).
+    """
+    stream = adopt(start.sock)
+    sender = PacedSender(stream, start.seconds_since_last_write())
     exit_code = 0
     leaving = False
     async with stream, trio.open_nursery() as nursery:
@@ -37,10 +40,10 @@ async def run_line_client(host: str, port: int, *, prompt_name: bool | None = No
 
         async def send_stdin_lines() -> None:
             nonlocal leaving
-            stdin = StdinLines()
+            stdin = StdinLines(0, start.stdin_rest, ended=start.stdin_ended)
             try:
                 while (line := await stdin.readline()) is not None:
-                    await stream.send_all((line + "\n").encode())
+                    await sender.send(line.encode())  # an empty line sends nothing
                 leaving = True
                 await stream.send_eof()
             except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import trio
 
-from triochat.client.connection import LEAVE_GRACE, CannotConnect, connect
+from triochat.client.connection import LEAVE_GRACE, PacedSender, adopt
+from triochat.client.early import EarlyStart
 from triochat.client.file_agent import FileAgent
 from triochat.client.json_client import ServerObjects, join_reply, server_went_away, show_reply
-from triochat.client.terminal import StdinLines, say, stdin_is_terminal, warn
+from triochat.client.terminal import StdinLines, say
 from triochat.timestamps import now_display
-from triochat.wire.json_lines import Broadcast, JsonClientCodec
+from triochat.wire.json_lines import MENU_CLIENT_ID, Broadcast, JsonClientCodec
 
 MENU = (
     "Enter an option ('m', 'f', 'x'):",
@@ -26,53 +27,55 @@ MENU = (
     " e(X)it",
 )
 GOODBYE = "closing your sockets...goodbye"
-MENU_CLIENT_ID = "menu"
 
 
 async def _join(
-    stream: trio.SocketStream, server: ServerObjects, stdin: StdinLines, file_port: int
+    sender: PacedSender, server: ServerObjects, stdin: StdinLines, name: str | None, file_port: int
 ) -> str | None:
-    """Join under the first stdin line (or the next ones, while refused); the name, or None."""
-    if stdin_is_terminal():
-        say("Enter your name:")
-    while True:
-        line = await stdin.readline()
-        if line is None:
-            return None
-        name = line.strip()
-        await stream.send_all(
-            JsonClientCodec.nickname(name, MENU_CLIENT_ID, now_display(), file_port)
-        )
+    """Join under ``name`` (already requested by the launcher) or, while the server refuses,
+    under the next stdin lines; the name joined under, or None."""
+    while name is not None:
         reply = await join_reply(server)
         if reply is None:
             return None
         if reply.type == "welcome":
             return name
         say(f"*** {reply.message}")
+        line = await stdin.readline()
+        if line is None:
+            return None
+        name = line.strip()
+        await sender.send(JsonClientCodec.nickname(name, MENU_CLIENT_ID, now_display(), file_port))
+    return None
 
 
-async def run_menu_client(host: str, server_port: int, listen_port: int, share_dir: Path) -> int:
-    """Run the menu until ``x`` or end of stdin (exit 0), or the server goes away (exit 1)."""
-    try:
-        listeners = await trio.open_tcp_listeners(listen_port)
-    except OSError as error:
-        warn(f"Cannot listen for files on port {listen_port}: {error.strerror or error}")
-        return 1
-    try:
-        stream = await connect(host, server_port)
-    except CannotConnect as error:
-        warn(str(error))
-        return 1
-    stdin = StdinLines()
+async def run_menu_client(
+    start: EarlyStart, name: str | None, file_port: int, share_dir: Path
+) -> int:
+    """Run the menu until ``x`` or end of stdin (exit 0), or the server goes away (exit 1).
+
+    Args:
+        start: the chat connection and the file port's listeners; the join request for
+            ``name`` is already sent (``None``: stdin ended before a name).
+        name: the name asked for.
+        file_port: the port the listeners are bound to.
+        share_dir: where files are served from and saved to.
+    """
+    listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in start.listeners]
+    stream = adopt(start.sock)
+    sender = PacedSender(stream, start.seconds_since_last_write())
+    stdin = StdinLines(0, start.stdin_rest, ended=start.stdin_ended)
     agent = FileAgent(share_dir, say)
     server = ServerObjects(stream)
     exit_code = 0
     async with stream:
         try:
-            name = await _join(stream, server, stdin, listen_port)
+            joined = await _join(sender, server, stdin, name, file_port)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            name = None
-        if name is None:
+            joined = None
+        if joined is None:
+            for listener in listeners:
+                await listener.aclose()
             say(GOODBYE)
             return 1 if server.closed else 0  # stdin ended first: a normal goodbye
         leaving = False
@@ -109,10 +112,10 @@ async def run_menu_client(host: str, server_port: int, listen_port: int, share_d
             async def run_menu() -> None:
                 nonlocal leaving
                 try:
-                    await _menu_loop(stream, stdin, name)
+                    await _menu_loop(sender, stdin, joined)
                     leaving = True
                     say(GOODBYE)
-                    await stream.send_all(JsonClientCodec.disconnect(name, MENU_CLIENT_ID))
+                    await sender.send(JsonClientCodec.disconnect(joined, MENU_CLIENT_ID))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return
                 with trio.move_on_after(LEAVE_GRACE):
@@ -124,7 +127,7 @@ async def run_menu_client(host: str, server_port: int, listen_port: int, share_d
     return exit_code
 
 
-async def _menu_loop(stream: trio.SocketStream, stdin: StdinLines, name: str) -> None:
+async def _menu_loop(sender: PacedSender, stdin: StdinLines, name: str) -> None:
     """Show the menu and act on options until ``x`` or end of stdin."""
     while True:
         for line in MENU:
@@ -141,7 +144,7 @@ async def _menu_loop(stream: trio.SocketStream, stdin: StdinLines, name: str) ->
             if text is None:
                 return
             if text:
-                await stream.send_all(JsonClientCodec.message(name, text, now_display()))
+                await sender.send(JsonClientCodec.message(name, text, now_display()))
         elif choice == "f":
             say("Who owns the file?")
             owner = await stdin.readline()
@@ -151,4 +154,4 @@ async def _menu_loop(stream: trio.SocketStream, stdin: StdinLines, name: str) ->
             filename = await stdin.readline()
             if filename is None:
                 return
-            await stream.send_all(JsonClientCodec.file_request(owner.strip(), filename.strip()))
+            await sender.send(JsonClientCodec.file_request(owner.strip(), filename.strip()))

@@ -1,24 +1,27 @@
-"""``mychatclient.py`` (seed 004): lines out, lines in, ``exit`` to leave."""
+"""``mychatclient.py`` (seed 004): lines out, lines in, ``exit`` to leave.
+
+It speaks the seed's wire (SPEC §3): each message in a write of its own without a newline,
+paced, and ``exit`` as exactly those four bytes, the only goodbye a seed-004 server knows.
+"""
 
 from __future__ import annotations
 
 import trio
 
-from triochat.client.connection import LEAVE_GRACE, CannotConnect, ServerLines, connect
+from triochat.client.connection import LEAVE_GRACE, PacedSender, ServerLines, adopt
+from triochat.client.early import EarlyStart
 from triochat.client.terminal import StdinLines, say, warn
 
+EXIT = "exit"
 
-async def run_port_tagged_client(host: str = "127.0.0.1", port: int = 12000) -> int:
+
+async def run_port_tagged_client(start: EarlyStart) -> int:
     """Chat until ``exit`` or end of stdin (exit 0), or until the server goes away (exit 1).
 
     The server echoes ``exit`` before it closes; that echo is the goodbye, not a message.
     """
-    try:
-        stream = await connect(host, port)
-    except CannotConnect as error:
-        warn(str(error))
-        return 1
-    say("Connected to chat server. Type 'exit' to leave.")
+    stream = adopt(start.sock)
+    sender = PacedSender(stream)
     exit_code = 0
     leaving = False
     async with stream, trio.open_nursery() as nursery:
@@ -27,7 +30,7 @@ async def run_port_tagged_client(host: str = "127.0.0.1", port: int = 12000) -> 
             nonlocal exit_code
             lines = ServerLines(stream)
             while (line := await lines.readline()) is not None:
-                if leaving and line == "exit":
+                if leaving and line == EXIT:
                     break
                 say(line)
             if leaving:
@@ -43,11 +46,11 @@ async def run_port_tagged_client(host: str = "127.0.0.1", port: int = 12000) -> 
             try:
                 while True:
                     line = await stdin.readline()
-                    if line is None or line.strip() == "exit":
+                    if line is None or line.strip() == EXIT:
                         leaving = True
-                        await stream.send_all(b"exit\n")
+                        await sender.send(EXIT.encode())
                         break
-                    await stream.send_all((line + "\n").encode())
+                    await sender.send(line.encode())
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             await trio.sleep(LEAVE_GRACE)

@@ -9,9 +9,12 @@ interpreter shuts down.
 from __future__ import annotations
 
 import os
-import sys
 
 import trio
+
+from triochat.client.early import say, stdin_is_terminal, warn
+
+__all__ = ["MAX_STDIN_LINE", "STDIN_READ_SIZE", "StdinLines", "say", "stdin_is_terminal", "warn"]
 
 STDIN_READ_SIZE = 64 * 1024
 MAX_STDIN_LINE = 1024 * 1024
@@ -19,12 +22,18 @@ MAX_STDIN_LINE = 1024 * 1024
 
 
 class StdinLines:
-    """Lines from a file descriptor (standard input by default), without their line endings."""
+    """Lines from a file descriptor (standard input by default), without their line endings.
 
-    def __init__(self, fd: int = 0) -> None:
+    Args:
+        fd: the descriptor to read.
+        already_read: bytes the launcher read from it before Trio started (see ``early``).
+        ended: the descriptor had already reached its end then.
+    """
+
+    def __init__(self, fd: int = 0, already_read: bytes = b"", *, ended: bool = False) -> None:
         self._fd = fd
-        self._buffer = bytearray()
-        self._eof = False
+        self._buffer = bytearray(already_read)
+        self._eof = ended
 
     async def readline(self) -> str | None:
         """The next line, or ``None`` at end of input (a last unterminated line counts)."""
@@ -57,23 +66,3 @@ def _decode(raw: bytes) -> str:
     if raw.endswith(b"\r"):
         raw = raw[:-1]
     return raw.decode("utf-8", errors="replace")
-
-
-def stdin_is_terminal() -> bool:
-    """True when a person is typing (prompts no seed asks for appear only then)."""
-    try:
-        return os.isatty(0)
-    except OSError:
-        return False
-
-
-def say(text: str) -> None:
-    """Print one whole line to stdout and flush it, terminal or not."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def warn(text: str) -> None:
-    """Print one line to stderr (diagnostics the seeds do not show)."""
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()

@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket as stdlib_socket
 
 import trio
 
+from triochat.client.early import EarlyStart
 from triochat.client.terminal import StdinLines, say, warn
 from triochat.wire.datagrams import (
     LEAVE_DATAGRAM,
@@ -63,8 +63,6 @@ ECHO_WAIT = 2.0
 """Most seconds at end of input to wait for the echoes of our own messages. They are normally
 back within milliseconds; the bound only matters when UDP lost one (or the server echoes
 nothing), so it is generous enough for a loaded machine."""
-
-WELCOME_LINES = ("Welcome to the chat room!", "Type your message and press Enter to send it")
 
 
 class UdpChat:
@@ -92,13 +90,12 @@ class UdpChat:
         self.exit_code = 0
 
     async def run(self) -> None:
-        """Greet, then chat until stdin ends, a signal arrives, or the server is unreachable."""
+        """Chat until stdin ends, a signal arrives, or the server is unreachable.
+
+        The launcher has greeted the server and printed the welcome already (see ``early``).
+        """
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                if not await self._send(self._greeting, nursery):
-                    return
-                for line in WELCOME_LINES:
-                    say(line)
                 nursery.start_soon(self._print_incoming, nursery)
                 nursery.start_soon(self._refresh, nursery)
                 nursery.start_soon(self._send_stdin_lines, nursery)
@@ -209,23 +206,17 @@ class UdpChat:
 
 
 async def run_udp_client(
-    host: str, port: int, *, show_sender: bool = False, name: str | None = None
+    start: EarlyStart, server: str, *, show_sender: bool = False, name: str | None = None
 ) -> int:
-    """Chat until stdin ends or Ctrl-C (exit 0), or the server is unreachable (exit 1)."""
-    server = f"{host}:{port}"
-    try:
-        infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
-        family, type_, proto, _, address = infos[0]
-        sock = trio.socket.socket(family, type_, proto)
-    except (OSError, IndexError) as error:
-        warn(f"Cannot reach the chat server at {server}: {error}")
-        return 1
-    with sock:
-        try:
-            await sock.connect(address)
-        except OSError as error:
-            warn(f"Cannot reach the chat server at {server}: {error.strerror or error}")
-            return 1
+    """Chat until stdin ends or Ctrl-C (exit 0), or the server is unreachable (exit 1).
+
+    Args:
+        start: the socket, connected to the server; the launcher has greeted it.
+        server: ``host:port``, for messages.
+        show_sender: show who sent each message.
+        name: the name greeted with, if any (re-sent with every refresh).
+    """
+    with trio.socket.from_stdlib_socket(start.sock) as sock:
         chat = UdpChat(sock, server, show_sender=show_sender, name=name)
         await chat.run()
         await chat.leave()

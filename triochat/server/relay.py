@@ -131,9 +131,9 @@ class FileRelay:
         owner = self._room.find(request.owner)
         reason = self._refusal(requester, owner, request.filename)
         if reason is not None or owner is None or self._nursery is None:
-            self._tell(
-                requester, FileFailed("", request.filename, request.owner, reason or "unavailable")
-            )
+            reason = reason or "unavailable"
+            self._observer.transfer_failed(request.filename, request.owner, requester.name, reason)
+            self._tell(requester, FileFailed("", request.filename, request.owner, reason))
             return
         transfer = Transfer(owner, requester, request.filename, new_token(), new_token())
         # Announced before dialing: each side's agent learns its token over its own chat.
@@ -153,7 +153,7 @@ class FileRelay:
         if requester.file_port is None:
             return "you have no file port (start the menu client with -l <port>)"
         if owner is None:
-            return "no such member"
+            return "no member of that name is in the room (yet)"
         if owner is requester:
             return "you own that file already"
         if owner.file_port is None:

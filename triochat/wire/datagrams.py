@@ -11,9 +11,10 @@ relays ``From('<ip>', <port>): <text>`` (Python's ``repr`` of its address tuple:
 ``('::1', 5000, 0, 0)``), read here as :class:`Relayed`. So until the client knows it talks to
 triochat, :func:`message_datagrams` sends ``MES<text>`` (both servers show the text), cut to
 fit the seed's 1,024-byte reads; once it knows, ``MESSAGE <text>``, which is exact for every
-text. The one text ``MES<text>`` cannot carry to our server is one that starts with ``sage``
+text. What ``MES<text>`` cannot carry intact to our server is a text that starts with ``sage``
 (any case: our server reads ``MESSAGE``) or with a space (our server drops one separating
-space): such a first message, sent before any datagram came back, loses those characters there.
+space): such a message, sent before any datagram came back (normally only the first one),
+loses those characters there.
 
 Parsing is liberal, as SPEC §5 asks, because the seed's own client sends ``GREETINGS`` and
 ``MES<text>``: anything starting with ``GRE`` greets, and a message's text follows ``MESSAGE``
@@ -235,7 +236,7 @@ def message_datagrams(text: str, *, server_is_triochat: bool) -> list[bytes]:
     To a server known to be triochat: ``MESSAGE <text>``, each at most
     :data:`MAX_DATAGRAM_BYTES`. Otherwise (the seed's server, or not known yet): ``MES<text>``,
     each at most :data:`SEED_RECEIVE_BYTES`, so that a server that strips exactly three bytes
-    shows exactly the text (see the module docstring for the one text our server reads
+    shows exactly the text (see the module docstring for the texts our server reads
     differently). Nothing is lost: a long line is split at character boundaries. A blank line,
     or a piece of one that is only whitespace, gives no datagram (our server ignores them, and
     the client would wait for their echo in vain).

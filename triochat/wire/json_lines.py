@@ -344,6 +344,9 @@ class JsonCodec:
 
 # --- client side ------------------------------------------------------------------------------
 
+MENU_CLIENT_ID = "menu"
+"""The client ID the menu client (seed 001) joins with: its command line names none."""
+
 
 @dataclass(frozen=True, slots=True)
 class Broadcast:
