@@ -1,4 +1,4 @@
-"""Launcher: see triochat.cli.server_main."""
+"""Launcher: see triochat.cli_server.server_main."""
 
 import sys
 
@@ -7,7 +7,7 @@ if __name__ == "__main__":
         from triochat.startup import exit_on_ctrl_c
 
         exit_on_ctrl_c()
-        from triochat.cli import server_main
+        from triochat.cli_server import server_main
 
         sys.exit(server_main())
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""Launcher: see triochat.cli.port_tagged_server_main."""
+"""Launcher: see triochat.cli_server.port_tagged_server_main."""
 
 import sys
 
@@ -7,7 +7,7 @@ if __name__ == "__main__":
         from triochat.startup import exit_on_ctrl_c
 
         exit_on_ctrl_c()
-        from triochat.cli import port_tagged_server_main
+        from triochat.cli_server import port_tagged_server_main
 
         sys.exit(port_tagged_server_main())
     except KeyboardInterrupt:

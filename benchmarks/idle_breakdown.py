@@ -24,7 +24,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from triochat.room import Room
-from triochat.server.reader import SessionLimits
+from triochat.server.config import ServerConfig
 from triochat.server.session import ChatSession, SessionCounter
 
 SETTLE_ROUNDS = 50
@@ -33,7 +33,7 @@ SETTLE_ROUNDS = 50
 
 async def measure(members: int, group_by: str, top: int) -> None:
     room = Room()
-    limits = SessionLimits()
+    limits = ServerConfig()
     counter = SessionCounter()
     client_ends: list[trio.SocketStream] = []
     async with trio.open_nursery() as nursery:

@@ -27,10 +27,10 @@ if __package__ in (None, ""):
 
 import trio
 
-from triochat.cli import raise_open_file_limit
+from triochat.cli_server import raise_open_file_limit, run_chat_server
 from triochat.room import Delivery, Encoder, Room
-from triochat.server import app, console
-from triochat.server.reader import SessionLimits
+from triochat.server import console
+from triochat.server.config import ServerConfig
 
 MISSING = 3
 
@@ -60,11 +60,11 @@ def main() -> int:
     parser.add_argument("--no-encode-cache", action="store_true")
     parser.add_argument("--quiet-console", action="store_true")
     args = parser.parse_args()
-    limits = SessionLimits()
+    limits = ServerConfig()
     if args.no_coalesce:
         if not hasattr(limits, "coalesce_bytes"):
-            return _missing("SessionLimits.coalesce_bytes")
-        limits = SessionLimits(coalesce_bytes=1)
+            return _missing("ServerConfig.coalesce_bytes")
+        limits = ServerConfig(coalesce_bytes=1)
     if args.no_fast_path or args.no_coalesce:
         if hasattr(Room, "serve_flusher"):
             Room.serve_flusher = _no_flusher  # type: ignore[method-assign]
@@ -78,7 +78,7 @@ def main() -> int:
         console.ChatConsole.message_accepted = lambda *_: None  # type: ignore[method-assign]
     raise_open_file_limit()
     try:
-        return trio.run(partial(app.run_chat_server, args.port, args.host, limits, udp=False))
+        return trio.run(partial(run_chat_server, args.port, args.host, limits, udp=False))
     except KeyboardInterrupt:
         return 130
 

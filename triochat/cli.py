@@ -19,9 +19,9 @@ from functools import partial
 from pathlib import Path
 
 from triochat.client import early
+from triochat.clock import now_display
 from triochat.startup import EXIT_INTERRUPTED, defer_ctrl_c, hand_ctrl_c_to_trio
 from triochat.text import InvalidName, check_name
-from triochat.timestamps import now_display
 from triochat.wire.datagrams import greeting
 from triochat.wire.json_lines import MENU_CLIENT_ID, JsonClientCodec
 
@@ -85,21 +85,6 @@ def run_program(
     return EXIT_INTERRUPTED if interrupted else 1
 
 
-def raise_open_file_limit() -> None:
-    """Let the server hold as many connections as the hard limit allows (thousands, not 1,024)."""
-    try:
-        import resource
-    except ImportError:  # not on this platform
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError):
-            logger.info("could not raise the open file limit above %s", soft)
-
-
 class QuietAcceptErrors(logging.Filter):
     """Trio logs every failed accept (EMFILE and friends) with a traceback, ten times a second.
 
@@ -131,118 +116,6 @@ def configure_logging(verbose: bool) -> None:
     )
     if not verbose:
         logging.getLogger("trio.serve_listeners").addFilter(QuietAcceptErrors())
-
-
-# --- ChatServer.py ----------------------------------------------------------------------------
-
-
-def server_main(argv: Sequence[str] | None = None) -> int:
-    """``python ChatServer.py <port> [--host HOST] [-v]``."""
-    from triochat.server.app import run_chat_server
-    from triochat.server.reader import SessionLimits
-    from triochat.wire.common import MAX_SERVER_LINE_BYTES
-
-    parser = argparse.ArgumentParser(
-        prog="ChatServer.py",
-        description="triochat server: line, JSON and datagram chat in one room.",
-    )
-    parser.add_argument("port", nargs="?", help="TCP (and UDP) port to listen on, 1-65535")
-    # Extra words are an argument error like any other (ERR - arg 2), not argparse's usage.
-    parser.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
-    parser.add_argument("--host", default=None, help="address to bind (default: all interfaces)")
-    parser.add_argument(
-        "--no-udp", action="store_true", help="no UDP endpoint (datagram dialect) on the port"
-    )
-    defaults = SessionLimits()
-    parser.add_argument(
-        "--max-connections",
-        type=int,
-        default=defaults.max_connections,
-        help="TCP connections at once; more are refused with a notice (default %(default)s)",
-    )
-    parser.add_argument(
-        "--outbox-limit",
-        type=int,
-        default=defaults.outbox_limit,
-        help="messages queued for a member before it is disconnected as too slow "
-        "(default %(default)s)",
-    )
-    parser.add_argument(
-        "--registration-timeout",
-        type=float,
-        default=defaults.registration_timeout,
-        help="seconds a new connection has to send its name (default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-line-bytes",
-        type=int,
-        default=defaults.max_line_bytes,
-        help="longest line or JSON object accepted (default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-rate",
-        type=float,
-        default=defaults.message_rate,
-        help=f"messages per second one member may send, bursts of {defaults.message_burst} "
-        "allowed; faster senders are slowed, never dropped (default 0: no limit)",
-    )
-    parser.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=defaults.idle_timeout,
-        help="disconnect members silent this many seconds (default 0: never)",
-    )
-    parser.add_argument(
-        "--max-file-bytes",
-        type=int,
-        default=defaults.max_file_bytes,
-        help="largest file the relay carries (default %(default)s)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
-    args = parser.parse_args(argv)
-    configure_logging(args.verbose)
-    limits = SessionLimits(
-        message_rate=max(0.0, args.max_rate),
-        idle_timeout=max(0.0, args.idle_timeout),
-        max_file_bytes=max(0, args.max_file_bytes),
-        max_connections=max(1, args.max_connections),
-        outbox_limit=max(1, args.outbox_limit),
-        registration_timeout=max(0.1, args.registration_timeout),
-        # Clients accept 1 MiB from the server; an escaped message may grow sixfold.
-        max_line_bytes=min(max(64, args.max_line_bytes), MAX_SERVER_LINE_BYTES // 8),
-    )
-    try:
-        port = parse_port(args.port, 1)
-        if args.extra:
-            raise ArgumentError(2)
-    except ArgumentError as error:
-        early.say(str(error))
-        return 1
-    raise_open_file_limit()
-    return run_program(
-        partial(run_chat_server, port, args.host, limits, udp=not args.no_udp),
-        verbose=args.verbose,
-        is_server=True,
-    )
-
-
-def port_tagged_server_main(argv: Sequence[str] | None = None) -> int:
-    """``python mychatserver.py [--host HOST] [--port PORT]`` (seed 004)."""
-    from triochat.server.app import run_port_tagged_server
-
-    parser = argparse.ArgumentParser(
-        prog="mychatserver.py", description="Port-tagged chat server (seed 004)."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=12000)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
-    args = parser.parse_args(argv)
-    configure_logging(args.verbose)
-    return run_program(
-        partial(run_port_tagged_server, args.port, args.host),
-        verbose=args.verbose,
-        is_server=True,
-    )
 
 
 # --- ChatClient.py ----------------------------------------------------------------------------

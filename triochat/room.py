@@ -21,7 +21,7 @@ import trio
 
 from triochat.events import ChatMessage, Dialect, Notice, ServerEvent
 from triochat.text import InvalidName, check_name, escape_controls, name_key
-from triochat.timestamps import display_time_of, now_display
+from triochat.timestamps import display_time_of
 
 OUTBOX_LIMIT = 1024
 """Messages queued for one member before it counts as unable to keep up and is evicted."""
@@ -288,17 +288,23 @@ class Room:
         """The member called ``name`` (ignoring case), if any."""
         return self._members.get(name_key(name))
 
-    def broadcast(self, sender: Member, text: str, timestamp: str | None = None) -> ChatMessage:
+    def broadcast(
+        self, sender: Member, text: str, timestamp: str | None = None, *, received_at: str
+    ) -> ChatMessage:
         """Accept ``text`` from ``sender`` and queue it for every member, in one atomic loop.
 
         Control characters are escaped here, once, so no dialect can forge lines for another.
-        ``timestamp`` is the sender's own (kept as sent); the server's time stands in when it
-        is missing or unreadable.
+
+        Args:
+            sender: the member who sent it.
+            text: the message.
+            timestamp: the sender's own timestamp, kept as sent, if any.
+            received_at: the caller's clock (``YYYY-MM-DD HH:MM:SS``): it stands in for a
+                timestamp that is missing or unreadable. The room reads no clock itself.
 
         Returns:
             The accepted message as recipients see it.
         """
-        received_at = now_display()
         display_time = display_time_of(timestamp, received_at) if timestamp else received_at
         message = ChatMessage(
             sender=sender.name,

@@ -1,4 +1,7 @@
-"""The one date/time format every console line uses, and lenient parsing of sent timestamps."""
+"""The one date/time format every console line uses, and lenient parsing of sent timestamps.
+
+Pure: the current time comes from ``triochat.clock``, never from here.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +15,6 @@ def format_local(moment: datetime) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone()
     return moment.strftime(DISPLAY_FORMAT)
-
-
-def now_display() -> str:
-    """The current local time as ``YYYY-MM-DD HH:MM:SS``."""
-    return format_local(datetime.now())
 
 
 MIN_YEAR = 1000

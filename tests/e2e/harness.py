@@ -388,31 +388,20 @@ class Harness:
         return peer
 
     async def start_chat_server(self, *options: str) -> tuple[Program, int]:
-        """``ChatServer.py <port> --host 127.0.0.1 [options]`` on a free port, banner seen."""
-        for _attempt in range(5):
-            port = free_port()
-            server = await self.start(
-                "ChatServer.py", str(port), "--host", LOCALHOST, *options, label="ChatServer"
-            )
-            first = await server.stdout.next_line()
-            if first == f"ChatServer started with server IP: {LOCALHOST}, port: {port} ...":
-                return server, port
-            busy = f"ERR - cannot create ChatServer socket using port number {port}"
-            assert first == busy, f"unexpected first server line {first!r}: {server.stderr}"
-            await server.wait_exit()
-        raise AssertionError("no free port for ChatServer after 5 tries")
+        """``ChatServer.py --port 0 --host 127.0.0.1 [options]``; the port its banner shows."""
+        server = await self.start(
+            "ChatServer.py", "--port", "0", "--host", LOCALHOST, *options, label="ChatServer"
+        )
+        banner = rx(f"ChatServer started with server IP: {LOCALHOST}, port: {{port}} ...")
+        port = int((await server.expect_next(banner)).group(1))
+        return server, port
 
     async def start_port_tagged_server(self) -> tuple[Program, int]:
-        """``mychatserver.py --port <port>`` on a free port; waits for the banner."""
-        for _attempt in range(5):
-            port = free_port()
-            server = await self.start("mychatserver.py", "--port", str(port), label="mychatserver")
-            first = await server.stdout.next_line()
-            if first == f"Server listening on {LOCALHOST}:{port}":
-                return server, port
-            assert first.startswith("ERR - "), f"unexpected first line {first!r}: {server.stderr}"
-            await server.wait_exit()
-        raise AssertionError("no free port for mychatserver after 5 tries")
+        """``mychatserver.py --port 0``; the port its banner shows."""
+        server = await self.start("mychatserver.py", "--port", "0", label="mychatserver")
+        banner = rx(f"Server listening on {LOCALHOST}:{{port}}")
+        port = int((await server.expect_next(banner)).group(1))
+        return server, port
 
     async def aclose(self) -> None:
         """Kill every program still running (by PID) and close every pipe and socket."""

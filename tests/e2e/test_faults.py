@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from .harness import LOCALHOST, ROOT, Harness, LineLog, Program, RawPeer, free_port, rx
+from .harness import LOCALHOST, ROOT, Harness, LineLog, Program, RawPeer, rx
 
 pytestmark = pytest.mark.e2e
 
@@ -363,7 +363,7 @@ import sys
 sys.path.insert(0, {root!r})
 # Both limits: the server raises its soft limit to the hard one when it starts.
 resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))
-from triochat.cli import server_main
+from triochat.cli_server import server_main
 
 sys.exit(server_main(sys.argv[1:]))
 """
@@ -372,17 +372,11 @@ sys.exit(server_main(sys.argv[1:]))
 async def start_fd_limited_server(harness: Harness, tmp_path: Path) -> tuple[Program, int]:
     wrapper = tmp_path / "fd_limited_server.py"
     wrapper.write_text(WRAPPER.format(root=str(ROOT), limit=FD_LIMIT))
-    for _attempt in range(5):
-        port = free_port()
-        server = await harness.start(
-            str(wrapper), str(port), "--host", LOCALHOST, label="fd-limited ChatServer"
-        )
-        first = await server.stdout.next_line()
-        if first == f"ChatServer started with server IP: {LOCALHOST}, port: {port} ...":
-            return server, port
-        assert first.startswith("ERR - "), (first, server.stderr)
-        await server.wait_exit()
-    raise AssertionError("no free port after 5 tries")
+    server = await harness.start(
+        str(wrapper), "--port", "0", "--host", LOCALHOST, label="fd-limited ChatServer"
+    )
+    banner = rx(f"ChatServer started with server IP: {LOCALHOST}, port: {{port}} ...")
+    return server, int((await server.expect_next(banner)).group(1))
 
 
 async def test_fd_exhaustion_keeps_existing_members_and_recovers(

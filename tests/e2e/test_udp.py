@@ -16,9 +16,11 @@ import socket
 import pytest
 import trio
 
-from .harness import LOCALHOST, TIMEOUT, Harness, Program, free_port, rx
+from .harness import LOCALHOST, TIMEOUT, Harness, Program, rx
 
 SEED002_SERVER = "tests/e2e/seed_programs/seed002_server.py"
+SEED002_PORT_LINE = "Listening on UDP port {port}"
+"""The fake's own first line (an :func:`rx` template): the port it bound, for the tests."""
 SEED002_BANNER = "Server Initialized and is running......."
 
 pytestmark = pytest.mark.e2e
@@ -309,9 +311,7 @@ async def test_udp_clients_notice_a_missing_server(harness: Harness) -> None:
 
 
 async def test_no_udp_server_has_no_udp_endpoint(harness: Harness) -> None:
-    port = free_port()
-    server = await harness.start("ChatServer.py", str(port), "--host", LOCALHOST, "--no-udp")
-    await server.expect_next(f"ChatServer started with server IP: {LOCALHOST}, port: {port} ...")
+    server, port = await harness.start_chat_server("--no-udp")
     udp = await harness.start("ChatClient.py", "--udp", LOCALHOST, str(port), label="udp client")
     assert await udp.wait_exit() == 1
     assert "not reachable" in udp.stderr
@@ -422,16 +422,9 @@ async def test_udp_client_on_a_seed_server_shows_relays_and_never_leaves_as_chat
 async def test_piped_udp_session_on_the_seed_server_counts_its_echoes(harness: Harness) -> None:
     # The echoes come back as From(...) with our port: the client leaves as soon as they are
     # all back (not after ECHO_WAIT), and the server relays nothing but the lines typed.
-    for _attempt in range(5):
-        port = free_port()
-        server = await harness.start(SEED002_SERVER, str(port), label="fake seed002 server")
-        first = await server.next_line()
-        if first == SEED002_BANNER:
-            break
-        assert first.startswith("ERR - "), first
-        await server.wait_exit()
-    else:
-        raise AssertionError("no free port for the fake seed002 server")
+    server = await harness.start(SEED002_SERVER, "0", label="fake seed002 server")
+    port = int((await server.expect_next(rx(SEED002_PORT_LINE))).group(1))
+    await server.expect_next(SEED002_BANNER)
     client = await start_udp_client(harness, port, label="piped udp client")
     lines = ["How are you?", "SAGE advice", " indented", "LEAVE", *(f"line {n}" for n in range(20))]
     await client.send_bytes("".join(f"{line}\n" for line in lines).encode())

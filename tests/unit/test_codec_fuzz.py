@@ -34,7 +34,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from triochat.events import ClientEvent, Hello, Leave, Say
-from triochat.server.reader import EventReader, SessionLimits, sniff_codec
+from triochat.server.config import ServerConfig
+from triochat.server.reader import EventReader, sniff_codec
 from triochat.text import check_name
 from triochat.timestamps import display_time_of, parse_timestamp
 from triochat.wire.chunks import (
@@ -422,7 +423,7 @@ def test_json_over_limit_or_too_deep_is_fatal_and_everything_else_recoverable(
 
 # --- the session's event reader over a real (in-memory) stream --------------------------------
 
-READER_LIMITS = SessionLimits(
+READER_LIMITS = ServerConfig(
     registration_timeout=5.0, idle_flush=0.1, max_line_bytes=LIMIT, receive_size=16
 )
 

@@ -10,6 +10,9 @@ import trio.testing
 from triochat.events import ChatMessage, Dialect, ServerEvent
 from triochat.room import OUTBOX_LIMIT, Delivery, InvalidName, Member, NameTaken, Room, open_outbox
 
+NOW = "2024-03-21 10:30:45"
+"""The receive time the tests' room is told (the room reads no clock)."""
+
 
 class Recorder:
     """A RoomObserver that keeps what it saw."""
@@ -47,6 +50,24 @@ def drain(receive: trio.MemoryReceiveChannel[Delivery]) -> list[str]:
         texts.append(f"{delivery.event.sender}: {delivery.event.text}")
 
 
+@pytest.mark.parametrize(
+    ("timestamp", "kept", "shown"),
+    [
+        (None, NOW, NOW),  # none sent: the caller's receive time
+        ("not a time", "not a time", NOW),  # kept as sent, shown as the receive time
+        ("2001-02-03T04:05:06", "2001-02-03T04:05:06", "2001-02-03 04:05:06"),
+    ],
+)
+def test_the_room_takes_its_time_from_the_caller(
+    timestamp: str | None, kept: str, shown: str
+) -> None:
+    room = Room()
+    sender, _ = make_member("s")
+    room.join(sender)
+    message = room.broadcast(sender, "hi", timestamp, received_at=NOW)
+    assert (message.timestamp, message.display_time) == (kept, shown)
+
+
 def test_names_are_unique_ignoring_case_and_checked() -> None:
     room = Room()
     alice, _ = make_member("Alice")
@@ -68,7 +89,7 @@ def test_broadcast_skips_sender_and_reports_recipients_in_join_order() -> None:
     members = [make_member(name) for name in ("a", "b", "c")]
     for member, _ in members:
         room.join(member)
-    room.broadcast(members[1][0], "hello")
+    room.broadcast(members[1][0], "hello", received_at=NOW)
     assert drain(members[0][1]) == ["b: hello"]
     assert drain(members[1][1]) == []
     assert drain(members[2][1]) == ["b: hello"]
@@ -82,7 +103,7 @@ def test_datagram_style_member_receives_its_own_message() -> None:
     other, other_box = make_member("tcp")
     room.join(sender)
     room.join(other)
-    room.broadcast(sender, "hi")
+    room.broadcast(sender, "hi", received_at=NOW)
     assert drain(sender_box) == ["udp: hi"]
     assert drain(other_box) == ["udp: hi"]
 
@@ -93,7 +114,7 @@ def test_control_characters_are_escaped_once_for_everyone() -> None:
     reader, box = make_member("r")
     room.join(sender)
     room.join(reader)
-    room.broadcast(sender, "line\nforged: \x1b[31mred")
+    room.broadcast(sender, "line\nforged: \x1b[31mred", received_at=NOW)
     assert drain(box) == ["s: line\\x0aforged: \\x1b[31mred"]
 
 
@@ -122,7 +143,7 @@ async def test_concurrent_senders_give_every_member_one_total_order() -> None:
 
     async def chatter(member: Member) -> None:
         for number in range(20):
-            room.broadcast(member, f"{member.name}-{number}")
+            room.broadcast(member, f"{member.name}-{number}", received_at=NOW)
             await trio.lowlevel.checkpoint()
 
     async with trio.open_nursery() as nursery:
@@ -159,7 +180,7 @@ def test_member_that_cannot_keep_up_is_evicted_and_others_get_everything() -> No
     total = OUTBOX_LIMIT + 10
     received_by_fast = 0
     for number in range(total):
-        room.broadcast(sender, str(number))
+        room.broadcast(sender, str(number), received_at=NOW)
         received_by_fast += len(drain(fast_box))
     assert received_by_fast == total
     assert len(reasons) == 1

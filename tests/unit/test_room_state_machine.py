@@ -32,6 +32,9 @@ from triochat.events import ChatMessage, Notice, Welcome
 from triochat.room import OUTBOX_LIMIT, Delivery, InvalidName, Member, NameTaken, Room, open_outbox
 from triochat.text import check_name
 
+NOW = "2024-03-21 10:30:45"
+"""The receive time the tests' room is told (the room reads no clock)."""
+
 
 def full_reason(limit: int) -> str:
     """Why a member whose outbox of ``limit`` deliveries overflowed is disconnected."""
@@ -329,7 +332,7 @@ class RoomMachine(RuleBasedStateMachine):
                 continue
             if self._model_deliver(tracked, ("msg", sender.name, unique)):
                 expected_recipients.append(tracked.name)
-        message = self.room.broadcast(sender.member, unique)
+        message = self.room.broadcast(sender.member, unique, received_at=NOW)
         assert message.sender == sender.name
         assert message.text == unique
         self.messages += 1

@@ -11,12 +11,16 @@ import trio
 import trio.testing
 
 from triochat.room import OUTBOX_LIMIT, Room
-from triochat.server.reader import SessionLimits, sniff_codec
+from triochat.server.config import ServerConfig
+from triochat.server.reader import sniff_codec
 from triochat.server.session import ChatSession
 from triochat.wire.json_lines import JsonCodec
 from triochat.wire.lines import LineCodec, PortTaggedCodec
 
-LIMITS = SessionLimits(registration_timeout=5.0, idle_flush=0.1, close_grace=1.0)
+NOW = "2024-03-21 10:30:45"
+"""The receive time the tests' room is told (the room reads no clock)."""
+
+LIMITS = ServerConfig(registration_timeout=5.0, idle_flush=0.1, close_grace=1.0)
 
 
 class Peer:
@@ -240,7 +244,7 @@ async def test_writer_coalesces_everything_queued_into_one_write() -> None:
         sender = room.find("writer")
         assert sender is not None
         for number in range(3):
-            room.broadcast(sender, f"m{number}")
+            room.broadcast(sender, f"m{number}", received_at=NOW)
         data = await reader.stream.receive_some(65536)
         assert data == b"writer: m0\nwriter: m1\nwriter: m2\n"
         await reader.stream.aclose()
@@ -309,7 +313,7 @@ async def test_a_burst_larger_than_an_outbox_in_one_read_evicts_nobody() -> None
 async def test_rate_limit_slows_a_flooder_and_loses_nothing(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    limits = SessionLimits(message_rate=10.0, message_burst=5)
+    limits = ServerConfig(message_rate=10.0, message_burst=5)
     room = Room()
     async with trio.open_nursery() as nursery:
         peers = []
@@ -339,7 +343,7 @@ async def test_rate_limit_slows_a_flooder_and_loses_nothing(
 async def test_idle_timeout_disconnects_a_silent_member(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    limits = SessionLimits(idle_timeout=60.0)
+    limits = ServerConfig(idle_timeout=60.0)
     room = Room()
     client_stream, server_stream = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:

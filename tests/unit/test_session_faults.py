@@ -28,12 +28,12 @@ import trio.testing
 
 from triochat.events import ChatMessage
 from triochat.room import OUTBOX_LIMIT, Member, Room
-from triochat.server.reader import SessionLimits
+from triochat.server.config import ServerConfig
 from triochat.server.session import ChatSession
 from triochat.wire.json_lines import JsonCodec
 from triochat.wire.lines import LineCodec
 
-LIMITS = SessionLimits(
+LIMITS = ServerConfig(
     registration_timeout=5.0, idle_flush=0.1, close_grace=1.0, max_line_bytes=1024
 )
 GUARD = 60.0

@@ -16,6 +16,9 @@ from triochat.server.session import SessionCounter
 from triochat.server.udp import REPLY_QUEUE_LIMIT, DatagramEndpoint
 from triochat.wire.datagrams import MAX_DATAGRAM_BYTES, REGISTRATION_TTL
 
+NOW = "2024-03-21 10:30:45"
+"""The receive time the tests' room is told (the room reads no clock)."""
+
 Address = tuple[Any, ...]
 SERVER = ("10.0.0.1", 5000)
 INBOX_LIMIT = 4 * OUTBOX_LIMIT
@@ -184,7 +187,7 @@ async def test_tcp_and_udp_members_hear_each_other() -> None:
         udp = Peer(network, 4001)
         await udp.send(b"GREETING ulla")
         await trio.testing.wait_all_tasks_blocked()
-        room.broadcast(tina, "hello datagrams")
+        room.broadcast(tina, "hello datagrams", received_at=NOW)
         await udp.send(b"MESSAGE hello tcp")
         assert await udp.received() == [
             "INCOMING 192.0.2.9 7000 tina: hello datagrams",
@@ -353,7 +356,7 @@ async def test_a_member_that_cannot_keep_up_is_evicted_without_stalling_others()
         await trio.testing.wait_all_tasks_blocked()
         gate = network.blocked[slow.socket.address] = trio.Event()
         for number in range(OUTBOX_LIMIT + 2):
-            room.broadcast(tina, f"m{number}")
+            room.broadcast(tina, f"m{number}", received_at=NOW)
             await trio.testing.wait_all_tasks_blocked()  # the fast member keeps up
         assert room.names() == ["tina", "fast"]
         assert "left slow" in recorder.lines

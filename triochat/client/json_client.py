@@ -22,8 +22,9 @@ import trio
 from triochat.client.connection import LEAVE_GRACE, RECEIVE_SIZE, PacedSender, adopt
 from triochat.client.early import EarlyStart
 from triochat.client.terminal import StdinLines, say, stdin_is_terminal, warn
+from triochat.clock import now_display
 from triochat.startup import EXIT_INTERRUPTED, ctrl_c_pending
-from triochat.timestamps import display_time_of, now_display
+from triochat.timestamps import display_time_of
 from triochat.wire.common import MAX_SERVER_LINE_BYTES, NEED_DATA, RemoteProtocolError
 from triochat.wire.json_lines import Broadcast, JsonClientCodec, ServerReply
 

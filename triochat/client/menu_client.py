@@ -17,7 +17,7 @@ from triochat.client.early import EarlyStart
 from triochat.client.file_agent import FileAgent
 from triochat.client.json_client import ServerObjects, join_reply, server_went_away, show_reply
 from triochat.client.terminal import StdinLines, say
-from triochat.timestamps import now_display
+from triochat.clock import now_display
 from triochat.wire.json_lines import MENU_CLIENT_ID, Broadcast, JsonClientCodec
 
 MENU = (

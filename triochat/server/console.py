@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from triochat.clock import now_display
 from triochat.events import ChatMessage
 from triochat.room import Member
-from triochat.timestamps import now_display
 
 
 class Console:

@@ -22,6 +22,7 @@ import trio
 
 from triochat.events import FileAnnouncement, FileFailed, FileRequest, ServerEvent
 from triochat.room import Delivery, Member, Room
+from triochat.server.config import MAX_FILE_BYTES
 from triochat.transfer_io import FileLink, TransferError
 from triochat.wire.chunks import (
     ChunkDecoder,
@@ -43,8 +44,6 @@ STALL_TIMEOUT = 30.0
 """Seconds a transfer may go without any progress before it is abandoned."""
 MAX_TRANSFERS = 64
 """Transfers running at once; more requests are refused with a message."""
-MAX_FILE_BYTES = 16 * 1024**3
-"""Largest file the relay carries (16 GiB); larger ones fail with a message."""
 
 Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
 
@@ -59,6 +58,16 @@ class RelayObserver(Protocol):
     def transfer_finished(self, filename: str, owner: str, requester: str, size: int) -> None: ...
 
     def transfer_failed(self, filename: str, owner: str, requester: str, reason: str) -> None: ...
+
+
+class SilentRelayObserver:
+    """A relay observer that records nothing."""
+
+    def transfer_finished(self, filename: str, owner: str, requester: str, size: int) -> None:
+        """Ignore."""
+
+    def transfer_failed(self, filename: str, owner: str, requester: str, reason: str) -> None:
+        """Ignore."""
 
 
 @dataclass

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import trio
 
+from triochat.clock import now_display
 from triochat.events import (
     ClientEvent,
     Dialect,
@@ -32,8 +33,9 @@ from triochat.events import (
     Who,
 )
 from triochat.room import Delivery, Member, NameTaken, Room
+from triochat.server.config import ServerConfig
 from triochat.server.ratelimit import TokenBucket
-from triochat.server.reader import EventReader, ServerCodec, SessionLimits, sniff_codec
+from triochat.server.reader import EventReader, ServerCodec, sniff_codec
 from triochat.text import InvalidName, name_key
 from triochat.wire.common import RemoteProtocolError
 from triochat.wire.lines import LineCodec
@@ -98,7 +100,7 @@ class ChatSession:
         codec: ServerCodec | None,
         room: Room,
         peer: tuple[str, int],
-        limits: SessionLimits,
+        limits: ServerConfig,
         *,
         fixed_name: str | None = None,
         on_file_request: Callable[[Member, FileRequest], None] | None = None,
@@ -310,7 +312,7 @@ class ChatSession:
                     is_error=True,
                 )
                 return
-            self._room.broadcast(member, event.text, event.timestamp)
+            self._room.broadcast(member, event.text, event.timestamp, received_at=now_display())
         elif isinstance(event, Leave):
             self.finish(Goodbye(member.name))
         elif isinstance(event, Who):

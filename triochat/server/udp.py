@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import trio
 
+from triochat.clock import now_display
 from triochat.events import Hello, Leave, Notice, Say
 from triochat.room import Delivery, Member, NameTaken, Room, open_outbox
 from triochat.server.session import SessionCounter
@@ -243,7 +244,7 @@ class DatagramEndpoint:
             return
         if isinstance(command, Say):
             self._stats.messages += 1
-            self._room.broadcast(registration.member, command.text)
+            self._room.broadcast(registration.member, command.text, received_at=now_display())
         elif isinstance(command, Leave):
             self._stats.leaves += 1
             self._remove(registration, None)

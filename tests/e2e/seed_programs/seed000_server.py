@@ -7,7 +7,8 @@ relayed to every *other* client as ``f"{name}: {chunk}"`` in one ``send`` with n
 
 Console (for the tests, the seed prints nothing fixed): ``Listening on port <port>``,
 ``New client: <name repr>``, ``Relayed: <relayed text repr>`` (after the sends) and
-``Closed: <name repr>``.
+``Closed: <name repr>``. Port 0 picks a free port; the first line shows the port really bound
+(``ERR - cannot bind port <port>`` and exit 1 if the port is busy).
 """
 
 import contextlib
@@ -53,7 +54,7 @@ try:
 except OSError:
     print(f"ERR - cannot bind port {port}", flush=True)
     sys.exit(1)
-print(f"Listening on port {port}", flush=True)
+print(f"Listening on port {server.getsockname()[1]}", flush=True)
 while True:
     conn, _ = server.accept()
     threading.Thread(target=handle, args=(conn,), daemon=True).start()

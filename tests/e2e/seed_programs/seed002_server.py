@@ -7,6 +7,10 @@ everything after its first three bytes (``MES``, so ``MESSAGE hi`` becomes ``SAG
 ``From('<ip>', <port>): <text>`` (``f"From{addr}: {text}"``); the same line is printed.
 Prints ``Server Initialized and is running.......`` once bound (``ERR - ...`` and exit 1 if the
 port is busy). Datagrams from unregistered addresses are ignored.
+
+Not the seed's, for the tests: port 0 picks a free port, and the very first line, before the
+seed's banner (which shows no port), is ``Listening on UDP port <port>`` with the port really
+bound.
 """
 
 import socket
@@ -19,6 +23,7 @@ try:
 except OSError:
     print(f"ERR - cannot bind UDP port {port}", flush=True)
     sys.exit(1)
+print(f"Listening on UDP port {sock.getsockname()[1]}", flush=True)
 print("Server Initialized and is running.......", flush=True)
 clients: list[tuple[str, int]] = []
 while True:

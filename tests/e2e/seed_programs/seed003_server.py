@@ -6,6 +6,7 @@ gets the error object; the connection stays open for another try (``--close-on-t
 closed). ``message``: SPEC §7 ``Received:``, one ``send`` of a ``broadcast`` object (no newline)
 to each other member, ``Broadcasted:``. ``disconnect`` or ``b""``: removed, ``disconnected.``,
 closed, no acknowledgement (its client would take a server's ``disconnect`` for a shutdown).
+Port 0 picks a free port; the banner shows the port really bound.
 """
 
 import json
@@ -73,7 +74,8 @@ try:
 except OSError:
     print(f"ERR - cannot create ChatServer socket using port number {port}", flush=True)
     sys.exit(1)
-print(f"ChatServer started with server IP: 127.0.0.1, port: {port} ...", flush=True)
+bound = server.getsockname()[1]
+print(f"ChatServer started with server IP: 127.0.0.1, port: {bound} ...", flush=True)
 while True:
     conn, addr = server.accept()
     threading.Thread(target=handle, args=(conn, addr), daemon=True).start()

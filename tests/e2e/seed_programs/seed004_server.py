@@ -6,7 +6,9 @@ is printed as ``<port>:<data>`` (a trailing ``\\n`` in the data shows as a blank
 in one ``send`` to every other client, nothing added. The seed never checks for ``b""``: once
 a client has closed, it keeps relaying ``<port>:`` -- the flood of issue 9 -- bounded here to
 :data:`FLOOD` empty reads, after which it closes and prints ``Connection closed``.
-``--port P`` (default 12000); prints ``ERR - cannot bind ...`` and exits 1 if P is busy.
+``--port P`` (default 12000; 0 picks a free port, and the banner ``Server listening on
+127.0.0.1:<port>`` shows the port really bound); prints ``ERR - cannot bind ...`` and exits 1
+if P is busy.
 """
 
 import contextlib
@@ -51,7 +53,7 @@ try:
 except OSError:
     print(f"ERR - cannot bind 127.0.0.1:{port}", flush=True)
     sys.exit(1)
-print(f"Server listening on 127.0.0.1:{port}", flush=True)
+print(f"Server listening on 127.0.0.1:{server.getsockname()[1]}", flush=True)
 while True:
     conn, addr = server.accept()
     with lock:

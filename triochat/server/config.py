@@ -1,0 +1,52 @@
+"""The server's configuration: one frozen object, built once by the CLI, read everywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from triochat.room import OUTBOX_LIMIT
+from triochat.wire.common import MAX_LINE_BYTES
+
+MAX_FILE_BYTES = 16 * 1024**3
+"""Largest file the relay carries by default."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Every limit of the server, built once from the command line and passed down.
+
+    Every wait and every buffer has a bound.
+
+    Attributes:
+        registration_timeout: seconds a new connection has to send an acceptable name.
+        idle_flush: seconds unterminated bytes from an unframed peer (one that ``send()``s
+            each message without a newline) may sit before they count as a whole line.
+        unframed_write_gap: least seconds between two writes to an unframed peer, so that
+            two messages never arrive in one ``recv()`` of a client that keeps up.
+        receive_size: most bytes taken from the socket in one read.
+        close_grace: seconds a departing member's writer gets to flush what is queued.
+        max_line_bytes: longest line or JSON object accepted.
+        coalesce_bytes: most bytes the writer joins into one ``send_all``.
+        max_connections: TCP connections served at once; more are refused with a notice.
+        outbox_limit: deliveries queued for one member before it is evicted (its SendQ).
+        message_rate: messages per second one member may send on average (0: no limit);
+            faster senders are slowed down (their reader waits), never dropped.
+        message_burst: messages a member may send at once before the rate applies.
+        idle_timeout: seconds a member may send nothing at all before it is disconnected
+            (0: never; TCP keepalive still finds peers that vanished).
+        max_file_bytes: largest file the relay carries.
+    """
+
+    registration_timeout: float = 30.0
+    idle_flush: float = 0.1
+    unframed_write_gap: float = 0.05
+    receive_size: int = 64 * 1024
+    close_grace: float = 1.0
+    max_line_bytes: int = MAX_LINE_BYTES
+    coalesce_bytes: int = 256 * 1024
+    max_connections: int = 10_000
+    outbox_limit: int = OUTBOX_LIMIT
+    message_rate: float = 0.0
+    message_burst: int = 20
+    idle_timeout: float = 0.0
+    max_file_bytes: int = MAX_FILE_BYTES
