@@ -26,6 +26,7 @@ if __package__ in (None, ""):
 from triochat.room import Room
 from triochat.server.config import ServerConfig
 from triochat.server.session import ChatSession, SessionCounter
+from triochat.server.writer import Flusher
 
 SETTLE_ROUNDS = 50
 """Scheduler rounds of waiting for the room to fill (each sleeps 10 ms; bounded)."""
@@ -37,7 +38,8 @@ async def measure(members: int, group_by: str, top: int) -> None:
     counter = SessionCounter()
     client_ends: list[trio.SocketStream] = []
     async with trio.open_nursery() as nursery:
-        await nursery.start(room.serve_flusher)
+        flusher = Flusher()
+        await nursery.start(flusher.serve)
         gc.collect()
         tracemalloc.start(1)
         before = tracemalloc.take_snapshot()
@@ -52,6 +54,7 @@ async def measure(members: int, group_by: str, top: int) -> None:
                 ("127.0.0.1", number),
                 limits,
                 counter=counter,
+                flusher=flusher,
             )
             nursery.start_soon(session.run)
             await client_end.send_all(f"member{number}\n".encode())

@@ -1,14 +1,15 @@
 """triochat's server with one performance lever switched off, to measure what each lever buys.
 
-Nothing in ``triochat/`` changes: this launcher starts the same ``run_chat_server`` and, for
-the chosen flags only, swaps one piece from the outside. A flag whose piece no longer exists
-in this version of triochat says so on stderr and exits 3 (the benchmark then reports it).
+This launcher starts the same ``run_chat_server``. The writer's levers are real settings of
+``ServerConfig`` (``fast_path``, ``coalesce_bytes``); the other two still swap one piece from
+the outside. A flag whose piece no longer exists in this version of triochat says so on
+stderr and exits 3 (the benchmark then reports it).
 
     python benchmarks/triochat_variant.py <port> [--no-fast-path] [--no-coalesce]
         [--no-encode-cache] [--quiet-console]
 
---no-fast-path     no room flusher: every delivery wakes the member's writer task, which
-                   sends what is queued (``Room.serve_flusher`` never starts flushing)
+--no-fast-path     ``ServerConfig(fast_path=False)``: every delivery wakes the member's
+                   writer task, which sends what is queued (no flusher staging)
 --no-coalesce      one ``send_all`` per message: ``coalesce_bytes = 1`` and no fast path
                    (the flusher joins a member's staged messages into one write)
 --no-encode-cache  encode every message once per member instead of once per dialect
@@ -18,6 +19,7 @@ in this version of triochat says so on stderr and exits 3 (the benchmark then re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from functools import partial
 from pathlib import Path
@@ -28,7 +30,7 @@ if __package__ in (None, ""):
 import trio
 
 from triochat.cli_server import raise_open_file_limit, run_chat_server
-from triochat.room import Delivery, Encoder, Room
+from triochat.room import Delivery, Encoder
 from triochat.server import console
 from triochat.server.config import ServerConfig
 
@@ -37,13 +39,6 @@ MISSING = 3
 
 def _encode_every_time(self: Delivery, encoder: Encoder) -> bytes:
     return encoder.encode(self.event)
-
-
-async def _no_flusher(
-    self: Room, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    task_status.started()
-    await trio.sleep_forever()
 
 
 def _missing(what: str) -> int:
@@ -61,15 +56,14 @@ def main() -> int:
     parser.add_argument("--quiet-console", action="store_true")
     args = parser.parse_args()
     limits = ServerConfig()
+    if args.no_fast_path or args.no_coalesce:
+        if not hasattr(limits, "fast_path"):
+            return _missing("ServerConfig.fast_path")
+        limits = dataclasses.replace(limits, fast_path=False)
     if args.no_coalesce:
         if not hasattr(limits, "coalesce_bytes"):
             return _missing("ServerConfig.coalesce_bytes")
-        limits = ServerConfig(coalesce_bytes=1)
-    if args.no_fast_path or args.no_coalesce:
-        if hasattr(Room, "serve_flusher"):
-            Room.serve_flusher = _no_flusher  # type: ignore[method-assign]
-        elif args.no_fast_path:
-            return _missing("Room.serve_flusher")
+        limits = dataclasses.replace(limits, coalesce_bytes=1)
     if args.no_encode_cache:
         if not hasattr(Delivery, "encode_for"):
             return _missing("Delivery.encode_for")

@@ -59,24 +59,19 @@ class Delivery:
             data = self._encoded[key] = encoder.encode(self.event)
         return data
 
-    @classmethod
-    def of_bytes(cls, encoder: Encoder, data: bytes) -> Delivery:
-        """Bytes already encoded for ``encoder``'s dialect (what a direct write left over)."""
-        delivery = cls(Notice(""))
-        delivery._encoded[type(encoder)] = data
-        return delivery
 
+class Outbox(Protocol):
+    """Where the room queues a member's deliveries: a bounded trio memory channel, or a
+    member's writer (``server/writer.py``), which may write some at once instead."""
 
-class Stager(Protocol):
-    """A member's fast path: deliveries staged now and written in one go by the room's flusher.
+    def send_nowait(self, delivery: Delivery) -> None:
+        """Queue ``delivery``; ``trio.WouldBlock`` when full, ``trio.ClosedResourceError``
+        (or ``trio.BrokenResourceError``) when the member is gone."""
+        ...
 
-    ``stage`` returns False when the member cannot take the fast path right now (its writer is
-    busy, say); the delivery then goes to its outbox as usual. Order is the stager's duty.
-    """
-
-    def stage(self, delivery: Delivery) -> bool: ...
-
-    def flush_staged(self) -> None: ...
+    def statistics(self) -> trio.MemoryChannelStatistics:
+        """``max_buffer_size`` is the outbox's limit."""
+        ...
 
 
 class NameTaken(ValueError):
@@ -91,7 +86,7 @@ class Member:
         name: the member's name, unique in the room ignoring case.
         ip: the peer's IP address.
         port: the peer's port.
-        outbox: where the room queues deliveries; the member's writer drains it.
+        outbox: where the room queues deliveries (the member's writer drains it).
         on_evict: called with a reason when the member cannot keep up; it must end the
             member's session (cancel its scope) without blocking.
         client_id: what a JSON client calls its session ("-" for other dialects).
@@ -102,20 +97,17 @@ class Member:
     name: str
     ip: str
     port: int
-    outbox: trio.MemorySendChannel[Delivery]
+    outbox: Outbox
     on_evict: Callable[[str], None]
     client_id: str = "-"
     receives_own: bool = False
     file_port: int | None = None
-    stager: Stager | None = None
     evicted_reason: str | None = field(default=None, init=False)
 
     def deliver_nowait(self, delivery: Delivery) -> bool:
         """Queue ``delivery``; False (and the member is evicted) if the outbox is full or gone."""
         if self.evicted_reason is not None:
             return False
-        if self.stager is not None and self.stager.stage(delivery):
-            return True
         try:
             self.outbox.send_nowait(delivery)
         except trio.WouldBlock:
@@ -197,46 +189,12 @@ class Room:
         self._deliveries = 0
         self._evictions = 0
         self._closing = False
-        self._dirty: list[Stager] = []
-        self._flush_wanted = trio.Event()
-        self.flushing = False
 
     def __len__(self) -> int:
         return len(self._members)
 
     def __iter__(self) -> Iterator[Member]:
         return iter(list(self._members.values()))
-
-    async def serve_flusher(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Write staged deliveries, once per scheduler turn, until cancelled.
-
-        Fan-out to an idle member costs a task wake-up and a trip through the scheduler per
-        message when its writer task sends it. Members whose writer is idle instead *stage*
-        deliveries; this one task then writes each member's staged bytes with one
-        non-blocking system call, after every reader has had its turn: write coalescing
-        without a wake-up per member (Redis does the same before it sleeps).
-        """
-        self.flushing = True
-        task_status.started()
-        try:
-            while True:
-                await self._flush_wanted.wait()
-                self._flush_wanted = trio.Event()
-                dirty, self._dirty = self._dirty, []
-                for stager in dirty:
-                    stager.flush_staged()
-        finally:
-            self.flushing = False
-            for stager in self._dirty:
-                stager.flush_staged()
-
-    def mark_dirty(self, stager: Stager) -> None:
-        """``stager`` has staged deliveries: have the flusher write them this turn."""
-        if not self._dirty:
-            self._flush_wanted.set()
-        self._dirty.append(stager)
 
     def open_outbox(
         self,
@@ -362,9 +320,9 @@ __all__ = [
     "InvalidName",
     "Member",
     "NameTaken",
+    "Outbox",
     "Room",
     "RoomObserver",
     "RoomStatistics",
-    "Stager",
     "open_outbox",
 ]

@@ -35,6 +35,8 @@ class ServerConfig:
         idle_timeout: seconds a member may send nothing at all before it is disconnected
             (0: never; TCP keepalive still finds peers that vanished).
         max_file_bytes: largest file the relay carries.
+        fast_path: members' writers may stage deliveries for the server's flusher instead
+            of waking their task for each (``server/writer.py``); off only to measure it.
     """
 
     registration_timeout: float = 30.0
@@ -50,3 +52,4 @@ class ServerConfig:
     message_burst: int = 20
     idle_timeout: float = 0.0
     max_file_bytes: int = MAX_FILE_BYTES
+    fast_path: bool = True

@@ -23,6 +23,7 @@ from triochat.server.relay import FileRelay, RelayObserver, SilentRelayObserver
 from triochat.server.session import ChatSession, SessionCounter
 from triochat.server.udp import DatagramEndpoint
 from triochat.server.udp_sockets import open_datagram_sockets
+from triochat.server.writer import Flusher
 from triochat.wire.lines import PortTaggedCodec
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ async def serve_chat(
         room, transfer_observer or SilentRelayObserver(), max_file_bytes=config.max_file_bytes
     )
     counter = SessionCounter()
+    flusher = Flusher()
 
     async def start_session(stream: trio.SocketStream, release: Callable[[], None]) -> None:
         try:
@@ -150,10 +152,11 @@ async def serve_chat(
             counter=counter,
             on_file_request=relay.request,
             on_finish=release,
+            flusher=flusher if config.fast_path else None,
         )
         await session.run()
 
-    services: list[Service] = [relay.serve]
+    services: list[Service] = [flusher.serve, relay.serve]
     if datagram_sockets:
         services.append(DatagramEndpoint(room, list(datagram_sockets), counter=counter).serve)
     await _serve(listeners, room, config, start_session, services, counter, task_status)
@@ -168,6 +171,7 @@ async def serve_port_tagged(
 ) -> None:
     """Serve seed-004 members, named by their port, in ``room`` until cancelled."""
     counter = SessionCounter()
+    flusher = Flusher()
 
     async def start_session(stream: trio.SocketStream, release: Callable[[], None]) -> None:
         try:
@@ -184,10 +188,11 @@ async def serve_port_tagged(
             fixed_name=str(peer[1]),
             counter=counter,
             on_finish=release,
+            flusher=flusher if config.fast_path else None,
         )
         await session.run()
 
-    await _serve(listeners, room, config, start_session, [], counter, task_status)
+    await _serve(listeners, room, config, start_session, [flusher.serve], counter, task_status)
 
 
 async def _serve(
@@ -209,7 +214,6 @@ async def _serve(
             logger.exception("session failed")
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(room.serve_flusher)
         for service in services:
             await nursery.start(service)
         accepting = trio.CancelScope()

@@ -12,8 +12,6 @@ flush what was queued (and a last line saying why) before the connection closes.
 from __future__ import annotations
 
 import logging
-import math
-import os
 from collections.abc import Callable
 
 import trio
@@ -36,6 +34,7 @@ from triochat.room import Delivery, Member, NameTaken, Room
 from triochat.server.config import ServerConfig
 from triochat.server.ratelimit import TokenBucket
 from triochat.server.reader import EventReader, ServerCodec, sniff_codec
+from triochat.server.writer import Flusher, MemberWriter
 from triochat.text import InvalidName, name_key
 from triochat.wire.common import RemoteProtocolError
 from triochat.wire.lines import LineCodec
@@ -106,6 +105,7 @@ class ChatSession:
         on_file_request: Callable[[Member, FileRequest], None] | None = None,
         counter: SessionCounter | None = None,
         on_finish: Callable[[], None] | None = None,
+        flusher: Flusher | None = None,
     ) -> None:
         self._stream = stream
         self._initial_codec = codec
@@ -118,26 +118,16 @@ class ChatSession:
         self._on_file_request = on_file_request
         self._counter = counter or SessionCounter()
         self._on_finish = on_finish
-        self._outbox_send, self._outbox_receive = room.open_outbox()
+        self._writer = MemberWriter(stream, self._codec, limits, self._writer_failed, flusher)
         self._member: Member | None = None
-        self._final: ServerEvent | None = None
         self._finishing = False
         self._reader_scope = trio.CancelScope()
-        self._writer_scope = trio.CancelScope()
-        self._writer_idle = False
-        self._staged: list[bytes] = []
         self._bucket = (
             TokenBucket(limits.message_rate, limits.message_burst)
             if limits.message_rate > 0
             else None
         )
         self._throttled = False
-        self._last_unframed_write = -math.inf
-        # The socket's descriptor, for the writer's non-blocking fast path (None in tests
-        # over in-memory streams, which always go through send_all).
-        self._fd: int | None = (
-            stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
-        )
 
     async def run(self) -> None:
         """Serve the connection until the member leaves, is evicted, or the peer goes away."""
@@ -158,36 +148,40 @@ class ChatSession:
             codec = self._initial_codec or await sniff_codec(self._stream, self._limits)
             if codec is None:
                 return None
-            self._codec = codec
+            self._codec = self._writer.codec = codec
             self._reader = EventReader(self._stream, codec, self._limits)
             if self._fixed_name is not None:
                 try:
                     return self._join(self._fixed_name, None)
                 except (InvalidName, NameTaken) as error:
-                    await self._send_direct(Notice(str(error), is_error=True))
+                    await self._writer.send_direct(Notice(str(error), is_error=True))
                     return None
             while True:
                 try:
                     event = await self._reader.next_event()
                 except RemoteProtocolError as error:
-                    await self._send_direct(Notice(str(error), is_error=True))
+                    await self._writer.send_direct(Notice(str(error), is_error=True))
                     if not error.recoverable:
                         return None
                     continue
                 if event is None:
                     return None
                 if isinstance(event, Leave):
-                    await self._send_direct(Goodbye(""))
+                    await self._writer.send_direct(Goodbye(""))
                     return None
                 if not isinstance(event, Hello):
-                    await self._send_direct(Notice("Send your nickname first", is_error=True))
+                    await self._writer.send_direct(
+                        Notice("Send your nickname first", is_error=True)
+                    )
                     continue
                 try:
                     return self._join(event.name, event.client_id, event.file_port)
                 except (InvalidName, NameTaken) as error:
-                    await self._send_direct(Notice(str(error), is_error=True))
+                    await self._writer.send_direct(Notice(str(error), is_error=True))
         with trio.move_on_after(self._limits.close_grace):
-            await self._send_direct(Notice("Timed out waiting for a nickname", is_error=True))
+            await self._writer.send_direct(
+                Notice("Timed out waiting for a nickname", is_error=True)
+            )
         return None
 
     def _join(self, name: str, client_id: str | None, file_port: int | None = None) -> Member:
@@ -196,11 +190,10 @@ class ChatSession:
             name=name,
             ip=ip,
             port=port,
-            outbox=self._outbox_send,
+            outbox=self._writer,
             on_evict=self._evicted,
             client_id=client_id or "-",
             file_port=file_port,
-            stager=self if self._fd is not None else None,
         )
         self._room.join(member)
         self._member = member
@@ -213,25 +206,6 @@ class ChatSession:
         )
         member.deliver_nowait(Delivery(Welcome(name, tuple(roster))))
         return member
-
-    async def _send_direct(self, event: ServerEvent) -> None:
-        """Write one event before the writer task exists (registration only)."""
-        data = self._codec.encode(event)
-        if data:
-            if self._codec.framed:
-                await self._stream.send_all(data)
-            else:
-                await self._send_unframed(self._codec.unframe(data))
-
-    async def _send_unframed(self, data: bytes) -> None:
-        """One message in one write, no sooner than the gap after the previous write.
-
-        The seeds' clients take each ``recv()`` as one message: two messages in one write
-        would reach them glued together (or, for JSON, silence them for good).
-        """
-        await trio.sleep_until(self._last_unframed_write + self._limits.unframed_write_gap)
-        await self._send(data)
-        self._last_unframed_write = trio.current_time()
 
     # --- chatting ----------------------------------------------------------------------------
 
@@ -326,122 +300,18 @@ class ChatSession:
                 self._on_file_request(member, event)
 
     async def _write_loop(self) -> None:
-        codec = self._codec
-        outbox = self._outbox_receive
-        limit = self._limits.coalesce_bytes
-        with self._writer_scope:
-            try:
-                while True:
-                    # receive_nowait first: trio's receive() yields even when an item is
-                    # ready, and a yield per delivery is most of the cost of fan-out.
-                    try:
-                        delivery = outbox.receive_nowait()
-                    except trio.WouldBlock:
-                        # Idle: from now on the room's flusher may write for us (see stage).
-                        self._writer_idle = True
-                        try:
-                            delivery = await outbox.receive()
-                        except trio.EndOfChannel:
-                            break
-                        finally:
-                            self._writer_idle = False
-                    except trio.EndOfChannel:
-                        break
-                    if not codec.framed:
-                        data = codec.unframe(delivery.encode_for(codec))
-                        if data:
-                            await self._send_unframed(data)
-                        continue
-                    batch = [delivery.encode_for(codec)]
-                    size = len(batch[0])
-                    while size < limit:
-                        try:
-                            queued = outbox.receive_nowait()
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                        data = queued.encode_for(codec)
-                        batch.append(data)
-                        size += len(data)
-                    if size:
-                        await self._send(b"".join(batch) if len(batch) > 1 else batch[0])
-                if self._final is not None:
-                    data = codec.encode(self._final)
-                    if data and codec.framed:
-                        await self._send(data)
-                    elif data:
-                        await self._send_unframed(codec.unframe(data))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+        await self._writer.serve()
+        # The writer stops when closed and flushed, or when the connection broke.
         self.finish(None)
         self._reader_scope.cancel()
 
-    # --- the fast path: staged deliveries, written by the room's flusher -------------------
-
-    def stage(self, delivery: Delivery) -> bool:
-        """Take ``delivery`` for the room's flusher to write, if the writer is idle.
-
-        While the writer task waits on an empty outbox nothing else is being sent, so bytes
-        staged now and written by :meth:`flush_staged` keep their order. Otherwise False: the
-        delivery goes through the outbox and the writer, behind what is already there.
-        """
-        if not self._writer_idle or self._finishing or not self._room.flushing:
-            return False
-        if not self._codec.framed:
-            return False  # one paced write per message: only the writer does that
-        if len(self._staged) >= self._room.outbox_limit:
-            self.flush_staged()  # may hand the rest to the writer, which is then not idle
-            if not self._writer_idle:
-                return False
-        if not self._staged:
-            self._room.mark_dirty(self)
-        self._staged.append(delivery.encode_for(self._codec))
-        return True
-
-    def flush_staged(self) -> None:
-        """Write what was staged with one non-blocking call; the writer sends any rest."""
-        if not self._staged:
-            return
-        data = b"".join(self._staged) if len(self._staged) > 1 else self._staged[0]
-        self._staged.clear()
-        written = 0
-        if not self._finishing and self._fd is not None:
-            try:
-                written = os.write(self._fd, data)
-            except BlockingIOError:
-                written = 0
-            except OSError:
-                written = 0  # the writer meets the same error and ends the session
-        if written < len(data):
-            self._writer_idle = False
-            self._handover(data[written:])
-
-    def _handover(self, data: bytes) -> None:
-        """Queue bytes for the writer ahead of anything staged later (the outbox is empty)."""
-        try:
-            self._outbox_send.send_nowait(Delivery.of_bytes(self._codec, data))
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            if self._member is not None:
-                self._member.evict("Disconnected")
-
-    async def _send(self, data: bytes) -> None:
-        """Send ``data``: straight into the socket when it has room, else wait for it.
-
-        A non-blocking ``write`` that takes everything (the usual case: the peer reads) costs
-        one system call and no trip through the scheduler; ``send_all`` handles the rest.
-        """
-        if self._fd is not None:
-            try:
-                written = os.write(self._fd, data)
-            except BlockingIOError:
-                written = 0
-            except OSError as error:
-                raise trio.BrokenResourceError(str(error)) from error
-            if written == len(data):
-                return
-            data = data[written:]
-        await self._stream.send_all(data)
-
     # --- ending ------------------------------------------------------------------------------
+
+    def _writer_failed(self, reason: str) -> None:
+        if self._member is not None:
+            self._member.evict(reason)
+        else:
+            self.finish(None)
 
     def _evicted(self, reason: str) -> None:
         logger.info("evicting %s: %s", self._peer, reason)
@@ -455,19 +325,10 @@ class ChatSession:
         """
         if self._finishing:
             return
-        if self._staged:
-            # Staged bytes go first, through the writer that now flushes everything.
-            data = b"".join(self._staged)
-            self._staged.clear()
-            self._writer_idle = False
-            self._handover(data)
         self._finishing = True
-        self._final = final
         if self._member is not None:
             self._room.leave(self._member)
         if self._on_finish is not None:
             self._on_finish()
-        self._outbox_send.close()
+        self._writer.close(final)
         self._reader_scope.cancel()
-        if self._writer_scope.deadline == math.inf:
-            self._writer_scope.deadline = trio.current_time() + self._limits.close_grace

@@ -1,0 +1,279 @@
+"""A member's writer: everything between its outbox and its socket.
+
+:class:`MemberWriter` is the member's outbox (the room calls :meth:`MemberWriter.send_nowait`)
+and runs the member's writer task (:meth:`MemberWriter.serve`). It decides how bytes leave:
+
+- **Framing follows the peer** (SPEC §3). To a framed peer everything already queued goes out
+  in one write (coalescing, up to ``config.coalesce_bytes``). To an unframed peer (a seed's
+  own client, which takes each ``recv()`` as one message) each message goes alone, without
+  the line dialects' newline, ``config.unframed_write_gap`` after the previous write.
+- **The fast path.** Waking a writer task for every message is most of the cost of fan-out.
+  While the task waits on an empty outbox nothing else is being written, so a delivery may
+  instead be *staged*: the server's :class:`Flusher` task writes each member's staged bytes
+  with one non-blocking ``os.write`` once per scheduler turn, after every reader has had its
+  turn (Redis does the same before it sleeps). Whatever the socket does not take goes back to
+  the writer task, ahead of anything queued later, so order is kept. Only framed members on a
+  real socket stage; in-memory streams in tests always go through the task.
+- **The end.** :meth:`MemberWriter.close` is synchronous and idempotent: no more deliveries,
+  flush what is queued and a last event (the farewell) within a grace period, then stop.
+
+Checkpoint policy: :meth:`MemberWriter.serve` yields to the scheduler whenever the outbox is
+empty or the socket is full, and after a write that went straight into the socket it only
+checks for cancellation (``checkpoint_if_cancelled``): a write the kernel took whole costs no
+trip through the scheduler. :meth:`MemberWriter.send_direct` is a full checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+
+import trio
+
+from triochat.events import ServerEvent
+from triochat.room import Delivery
+from triochat.server.config import ServerConfig
+from triochat.server.reader import ServerCodec
+
+Outgoing = Delivery | bytes
+"""What the writer task takes from its queue: a delivery, or bytes the fast path left over."""
+
+
+class Flusher:
+    """Writes staged deliveries of idle writers, once per scheduler turn (see module docs)."""
+
+    def __init__(self) -> None:
+        self._dirty: list[MemberWriter] = []
+        self._wanted = trio.Event()
+        self.active = False
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Flush staged writers until cancelled; then flush the rest once more."""
+        self.active = True
+        task_status.started()
+        try:
+            while True:
+                await self._wanted.wait()
+                self._wanted = trio.Event()
+                dirty, self._dirty = self._dirty, []
+                for writer in dirty:
+                    writer.flush_staged()
+        finally:
+            self.active = False
+            for writer in self._dirty:
+                writer.flush_staged()
+
+    def mark_dirty(self, writer: MemberWriter) -> None:
+        """``writer`` has staged bytes: flush them this turn."""
+        if not self._dirty:
+            self._wanted.set()
+        self._dirty.append(writer)
+
+
+class MemberWriter:
+    """One member's outbox and writer task.
+
+    Args:
+        stream: the connection; a ``trio.SocketStream`` enables the fast path.
+        codec: the member's dialect (replaceable until :meth:`serve` starts: the dialect is
+            known only after the first bytes).
+        config: limits: outbox size, coalescing, pacing, grace.
+        on_failure: called with a reason when a delivery cannot be queued any more (the
+            session evicts the member).
+        flusher: the server's flusher; ``None`` disables the fast path.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.SendStream,
+        codec: ServerCodec,
+        config: ServerConfig,
+        on_failure: Callable[[str], None],
+        flusher: Flusher | None = None,
+    ) -> None:
+        self.codec = codec
+        self._stream = stream
+        self._config = config
+        self._on_failure = on_failure
+        self._flusher = flusher
+        self._queue_in, self._queue_out = trio.open_memory_channel[Outgoing](config.outbox_limit)
+        self._scope = trio.CancelScope()
+        self._final: ServerEvent | None = None
+        self._closing = False
+        self._idle = False
+        self._staged: list[bytes] = []
+        self._last_unframed_write = -math.inf
+        self._fd: int | None = (
+            stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        )
+
+    # --- the outbox (what the room sees) ------------------------------------------------------
+
+    def send_nowait(self, delivery: Delivery) -> None:
+        """Queue ``delivery`` (or stage it for the flusher).
+
+        Raises:
+            trio.WouldBlock: the outbox is full.
+            trio.ClosedResourceError: the writer is closed.
+        """
+        if not self._stage(delivery):
+            self._queue_in.send_nowait(delivery)
+
+    def statistics(self) -> trio.MemoryChannelStatistics:
+        """The outbox's statistics (``max_buffer_size`` is its limit)."""
+        return self._queue_in.statistics()
+
+    # --- writing ------------------------------------------------------------------------------
+
+    async def send_direct(self, event: ServerEvent) -> None:
+        """Write one event now, before :meth:`serve` runs (registration replies)."""
+        data = self.codec.encode(event)
+        if data:
+            await self._write_message(data)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def serve(self) -> None:
+        """Write what is queued until :meth:`close` (or the connection breaks); then return.
+
+        Raises:
+            nothing: a broken connection just ends the task.
+        """
+        codec = self.codec
+        with self._scope:
+            try:
+                while (item := await self._next()) is not None:
+                    data = item if isinstance(item, bytes) else item.encode_for(codec)
+                    if codec.framed:
+                        await self._write(self._coalesce(data))
+                    elif data:
+                        await self._write_unframed(codec.unframe(data))
+                if self._final is not None:
+                    data = codec.encode(self._final)
+                    if data:
+                        await self._write_message(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    async def _next(self) -> Outgoing | None:
+        """The next queued item; ``None`` once closed and drained."""
+        # receive_nowait first: trio's receive() yields even when an item is ready, and a
+        # yield per delivery is most of the cost of fan-out.
+        try:
+            return self._queue_out.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        except trio.EndOfChannel:
+            return None
+        self._idle = True  # from now on the flusher may write for us (see _stage)
+        try:
+            return await self._queue_out.receive()
+        except trio.EndOfChannel:
+            return None
+        finally:
+            self._idle = False
+
+    def _coalesce(self, first: bytes) -> bytes:
+        """``first`` and whatever else is queued, up to the coalescing limit, as one write."""
+        batch = [first]
+        size = len(first)
+        while size < self._config.coalesce_bytes:
+            try:
+                item = self._queue_out.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            data = item if isinstance(item, bytes) else item.encode_for(self.codec)
+            batch.append(data)
+            size += len(data)
+        return b"".join(batch) if len(batch) > 1 else first
+
+    async def _write_message(self, data: bytes) -> None:
+        if self.codec.framed:
+            await self._write(data)
+        else:
+            await self._write_unframed(self.codec.unframe(data))
+
+    async def _write_unframed(self, data: bytes) -> None:
+        """One message in one write, no sooner than the gap after the previous one."""
+        await trio.sleep_until(self._last_unframed_write + self._config.unframed_write_gap)
+        await self._write(data)
+        self._last_unframed_write = trio.current_time()
+
+    async def _write(self, data: bytes) -> None:
+        """Write ``data``: straight into the socket when it has room, else wait for room."""
+        if not data:
+            return
+        if self._fd is not None:
+            try:
+                written = os.write(self._fd, data)
+            except BlockingIOError:
+                written = 0
+            except OSError as error:
+                raise trio.BrokenResourceError(str(error)) from error
+            if written == len(data):
+                await trio.lowlevel.checkpoint_if_cancelled()
+                return
+            data = data[written:]
+        await self._stream.send_all(data)
+
+    # --- the fast path ------------------------------------------------------------------------
+
+    def _stage(self, delivery: Delivery) -> bool:
+        """Take ``delivery`` for the flusher to write, if the writer task is idle."""
+        flusher = self._flusher
+        if flusher is None or not flusher.active or not self._idle or self._closing:
+            return False
+        if not self.codec.framed:
+            return False  # one paced write per message: only the writer task does that
+        if len(self._staged) >= self._config.outbox_limit:
+            self.flush_staged()  # may hand the rest to the writer, which is then not idle
+            if not self._idle:
+                return False
+        if not self._staged:
+            flusher.mark_dirty(self)
+        self._staged.append(delivery.encode_for(self.codec))
+        return True
+
+    def flush_staged(self) -> None:
+        """Write what was staged with one non-blocking call; the writer task sends any rest."""
+        if not self._staged:
+            return
+        data = b"".join(self._staged) if len(self._staged) > 1 else self._staged[0]
+        self._staged.clear()
+        written = 0
+        if not self._closing and self._fd is not None:
+            try:
+                written = os.write(self._fd, data)
+            except OSError:
+                written = 0  # the writer task meets the same error and ends the session
+        if written < len(data):
+            self._handover(data[written:])
+
+    def _handover(self, data: bytes) -> None:
+        """Queue bytes for the writer task ahead of anything staged later."""
+        self._idle = False
+        try:
+            self._queue_in.send_nowait(data)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self._on_failure("Disconnected")
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def close(self, final: ServerEvent | None = None) -> None:
+        """No more deliveries; flush what is queued and ``final`` within the close grace.
+
+        Synchronous and idempotent (the first call's ``final`` wins).
+        """
+        if self._closing:
+            return
+        if self._staged:
+            # Staged bytes go first, through the writer task that now flushes everything.
+            data = b"".join(self._staged)
+            self._staged.clear()
+            self._handover(data)
+        self._closing = True
+        self._final = final
+        self._queue_in.close()
+        if self._scope.deadline == math.inf:
+            self._scope.deadline = trio.current_time() + self._config.close_grace
