@@ -225,6 +225,25 @@ def triochat_spec() -> ServerSpec:
     )
 
 
+def before_spec(tree: Path) -> ServerSpec:
+    """triochat from another checkout (``git worktree add /tmp/before <commit>``), run the same
+    way as :func:`triochat_spec`: before/after figures from one run, on one machine."""
+    return ServerSpec(
+        "triochat-before",
+        "triochat (before)",
+        "line",
+        lambda port, _: [
+            sys.executable,
+            str(tree / "ChatServer.py"),
+            str(port),
+            "--host",
+            HOST,
+            "--no-udp",
+        ],
+        note=f"{tree}/ChatServer.py (the script's own directory comes first on sys.path)",
+    )
+
+
 def variant_spec(key: str, label: str, *flags: str) -> ServerSpec:
     """triochat with one lever switched off (see ``triochat_variant.py``)."""
     return ServerSpec(

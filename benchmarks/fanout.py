@@ -516,11 +516,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-install", action="store_true", help="never apt-get install")
     parser.add_argument("--out-dir", type=Path, default=common.BENCH_DIR)
     parser.add_argument("--no-report", action="store_true", help="do not rewrite RESULTS.md")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="also run triochat from this checkout of an earlier commit (before/after)",
+    )
     args = parser.parse_args(argv)
     common.raise_nofile()
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
     wanted = args.servers.split(",") if args.servers else None
     specs = server_specs(wanted)
+    if args.before is not None:
+        specs.insert(1, common.before_spec(args.before.resolve()))
     runnable, skipped = common.runnable_servers(specs, install=not args.no_install)
     chosen = scenarios(size)
     if args.scenarios:

@@ -172,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out-dir", type=Path, default=common.BENCH_DIR)
     parser.add_argument("--no-report", action="store_true", help="do not rewrite RESULTS.md")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="also run triochat from this checkout of an earlier commit (before/after)",
+    )
     args = parser.parse_args(argv)
     limit = common.raise_nofile(65536)
     if args.sizes:
@@ -179,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sizes = [1000, 5000] if args.quick else [1000, 10000]
     specs = server_specs(args.servers.split(",") if args.servers else None)
+    if args.before is not None:
+        specs.insert(1, common.before_spec(args.before.resolve()))
     runnable, skipped = common.runnable_servers(specs, install=not args.no_install)
     results: dict[str, Any] = {
         "benchmark": "idle",

@@ -1,4 +1,4 @@
-"""Fixtures for the end-to-end tests."""
+"""Fixtures for the end-to-end tests, and their marker: every test here is ``e2e``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,15 @@ import pytest
 import trio
 
 from .harness import Harness
+
+E2E_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test in this directory ``e2e`` (``-m "not e2e"`` runs the unit tests only)."""
+    for item in items:
+        if E2E_DIR in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture

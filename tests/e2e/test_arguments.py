@@ -7,8 +7,6 @@ import trio
 
 from .harness import LOCALHOST, Finished, Harness, free_port
 
-pytestmark = pytest.mark.e2e
-
 PORT = "{port}"  # replaced by a free port number
 
 

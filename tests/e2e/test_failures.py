@@ -14,8 +14,6 @@ import trio
 
 from .harness import ROOT, Harness, Program, RawPeer, rx
 
-pytestmark = pytest.mark.e2e
-
 
 async def join_line_client(h: Harness, server: Program, port: int, name: str) -> Program:
     client = await h.start("ChatClient.py", str(port), label=f"line client {name}")

@@ -22,8 +22,6 @@ import trio
 
 from .harness import LOCALHOST, ROOT, Harness, LineLog, Program, RawPeer, rx
 
-pytestmark = pytest.mark.e2e
-
 SHUTDOWN_LINE = "*** Server shutting down"
 SHUTDOWN_JSON = {"type": "error", "message": "Server shutting down"}
 

@@ -19,8 +19,6 @@ import trio
 
 from .harness import DT, Harness, LineLog, Pattern, Program, free_port, rx
 
-pytestmark = pytest.mark.e2e
-
 MENU = (
     "Enter an option ('m', 'f', 'x'):",
     "  (M)essage (send)",

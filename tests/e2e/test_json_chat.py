@@ -10,8 +10,6 @@ import trio
 
 from .harness import LOCALHOST, Harness, Program, rx
 
-pytestmark = pytest.mark.e2e
-
 
 def banner(port: int, nickname: str, client_id: str) -> re.Pattern[str]:
     """The JSON client's first line; group 1 is its start date/time."""

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from .harness import Harness, rx
-
-pytestmark = pytest.mark.e2e
 
 
 async def test_connections_over_the_limit_are_refused_politely_in_their_dialect(

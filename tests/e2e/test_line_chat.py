@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import trio
 
 from .harness import Harness, Program, rx
-
-pytestmark = pytest.mark.e2e
 
 
 def received(name: str, size: int, client_id: str = "-") -> str:

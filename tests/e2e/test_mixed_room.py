@@ -6,12 +6,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-import pytest
 import trio
 
 from .harness import Harness, RawPeer, rx
-
-pytestmark = pytest.mark.e2e
 
 OLD_TIMESTAMP = "2024-03-21 10:30:45"
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import trio
 
 from .harness import Harness, Program, rx
-
-pytestmark = pytest.mark.e2e
 
 WELCOME = "Connected to chat server. Type 'exit' to leave."
 

@@ -20,8 +20,6 @@ import trio
 
 from .harness import LOCALHOST, TIMEOUT, Harness, Program, rx
 
-pytestmark = pytest.mark.e2e
-
 SEEDS = "tests/e2e/seed_programs"
 PORT_TAGGED_WELCOME = "Connected to chat server. Type 'exit' to leave."
 UDP_WELCOME = ("Welcome to the chat room!", "Type your message and press Enter to send it")

@@ -23,8 +23,6 @@ SEED002_PORT_LINE = "Listening on UDP port {port}"
 """The fake's own first line (an :func:`rx` template): the port it bound, for the tests."""
 SEED002_BANNER = "Server Initialized and is running......."
 
-pytestmark = pytest.mark.e2e
-
 WELCOME = ("Welcome to the chat room!", "Type your message and press Enter to send it")
 FLOOD_ROUNDS = 10
 FLOOD_BURST = 100

@@ -210,7 +210,8 @@ class Server:
         return peer
 
     async def wait_until(self, condition: object) -> None:
-        """Let the sessions run until ``condition()`` holds (bounded, no fixed sleeps)."""
+        """Let the sessions run until ``condition()`` holds (bounded; every test that uses it
+        runs on the autojump clock, so the pause between looks is virtual time)."""
         assert callable(condition)
         with trio.fail_after(GUARD):
             while not condition():
@@ -698,7 +699,7 @@ DISPLAY = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
     ],
 )
 async def test_any_timestamp_a_json_member_sends_is_accepted_and_shown_in_the_display_format(
-    timestamp: str,
+    timestamp: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     recorder = Recorder()
     room = Room(recorder)
