@@ -876,6 +876,10 @@ def render_relay(out_dir: Path, relay: dict[str, Any], plots: dict[str, str]) ->
     return parts
 
 
+KEPT_SECTIONS = ("before-after", "soak")
+"""Marked sections of ``RESULTS.md`` that a rebuild keeps as they are."""
+
+
 def write_report(out_dir: Path = common.BENCH_DIR) -> Path:
     """Rebuild ``RESULTS.md`` and the plots under ``out_dir`` from its saved results."""
     fanout = common.load_json(out_dir, "fanout")
@@ -884,11 +888,14 @@ def write_report(out_dir: Path = common.BENCH_DIR) -> Path:
     plots = make_plots(out_dir, fanout, idle, relay)
     path = out_dir / "RESULTS.md"
     text = render(out_dir, fanout, idle, relay, plots)
-    # The soak section is written by benchmarks/soak.py between its markers: keep it.
+    # Sections written elsewhere between their markers are kept: the soak (benchmarks/soak.py)
+    # and the before/after comparisons of a change (written by hand from --before runs).
     old = path.read_text() if path.exists() else ""
-    begin, end = "<!-- soak:begin -->", "<!-- soak:end -->"
-    if begin in old and end in old:
-        text = text.rstrip("\n") + "\n\n" + old[old.index(begin) : old.index(end) + len(end)] + "\n"
+    for name in KEPT_SECTIONS:
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        if begin in old and end in old:
+            kept = old[old.index(begin) : old.index(end) + len(end)]
+            text = text.rstrip("\n") + "\n\n" + kept + "\n"
     path.write_text(text)
     common.say(f"wrote {path}")
     return path

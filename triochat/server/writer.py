@@ -17,10 +17,13 @@ and runs the member's writer task (:meth:`MemberWriter.serve`). It decides how b
 - **The end.** :meth:`MemberWriter.close` is synchronous and idempotent: no more deliveries,
   flush what is queued and a last event (the farewell) within a grace period, then stop.
 
-Checkpoint policy: :meth:`MemberWriter.serve` yields to the scheduler whenever the outbox is
-empty or the socket is full, and after a write that went straight into the socket it only
-checks for cancellation (``checkpoint_if_cancelled``): a write the kernel took whole costs no
-trip through the scheduler. :meth:`MemberWriter.send_direct` is a full checkpoint.
+Checkpoint policy: :meth:`MemberWriter.serve` checkpoints whenever its outbox is empty (it
+waits on it) or the socket is full (``send_all`` waits for room); a write the kernel takes
+whole costs no trip through the scheduler. That never starves anyone: nothing can be queued
+while the task runs, so it drains at most what was queued before it woke (at most
+``config.outbox_limit`` deliveries) and then waits again. Unframed peers are paced with
+``trio.sleep_until``, a checkpoint per message. :meth:`MemberWriter.send_direct` is a full
+checkpoint.
 """
 
 from __future__ import annotations
@@ -36,8 +39,23 @@ from triochat.room import Delivery
 from triochat.server.config import ServerConfig
 from triochat.server.reader import ServerCodec
 
-Outgoing = Delivery | bytes
-"""What the writer task takes from its queue: a delivery, or bytes the fast path left over."""
+
+class LeftOver:
+    """Bytes the fast path could not write, queued for the writer task like a delivery."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def encode_for(self, encoder: object) -> bytes:
+        """The bytes, already encoded for this member."""
+        return self.data
+
+
+Outgoing = Delivery | LeftOver
+"""What the writer task takes from its queue (both encode the same way: no type checks on the
+hot path)."""
 
 
 class Flusher:
@@ -84,6 +102,24 @@ class MemberWriter:
         flusher: the server's flusher; ``None`` disables the fast path.
     """
 
+    # Thousands of idle members each hold one: slots keep them small.
+    __slots__ = (
+        "_closing",
+        "_config",
+        "_fd",
+        "_final",
+        "_flusher",
+        "_idle",
+        "_last_unframed_write",
+        "_on_failure",
+        "_queue_in",
+        "_queue_out",
+        "_scope",
+        "_staged",
+        "_stream",
+        "codec",
+    )
+
     def __init__(
         self,
         stream: trio.abc.SendStream,
@@ -117,7 +153,8 @@ class MemberWriter:
             trio.WouldBlock: the outbox is full.
             trio.ClosedResourceError: the writer is closed.
         """
-        if not self._stage(delivery):
+        # Under load the writer task is busy and this is one attribute test per delivery.
+        if not (self._idle and self._stage(delivery)):
             self._queue_in.send_nowait(delivery)
 
     def statistics(self) -> trio.MemoryChannelStatistics:
@@ -141,10 +178,25 @@ class MemberWriter:
             nothing: a broken connection just ends the task.
         """
         codec = self.codec
+        queue = self._queue_out
         with self._scope:
             try:
-                while (item := await self._next()) is not None:
-                    data = item if isinstance(item, bytes) else item.encode_for(codec)
+                while True:
+                    # receive_nowait first: trio's receive() yields even when an item is
+                    # ready, and a yield per delivery is most of the cost of fan-out.
+                    try:
+                        item = queue.receive_nowait()
+                    except trio.WouldBlock:
+                        self._idle = True  # from now on the flusher may write for us
+                        try:
+                            item = await queue.receive()
+                        except trio.EndOfChannel:
+                            break
+                        finally:
+                            self._idle = False
+                    except trio.EndOfChannel:
+                        break
+                    data = item.encode_for(codec)
                     if codec.framed:
                         await self._write(self._coalesce(data))
                     elif data:
@@ -156,34 +208,19 @@ class MemberWriter:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
-    async def _next(self) -> Outgoing | None:
-        """The next queued item; ``None`` once closed and drained."""
-        # receive_nowait first: trio's receive() yields even when an item is ready, and a
-        # yield per delivery is most of the cost of fan-out.
-        try:
-            return self._queue_out.receive_nowait()
-        except trio.WouldBlock:
-            pass
-        except trio.EndOfChannel:
-            return None
-        self._idle = True  # from now on the flusher may write for us (see _stage)
-        try:
-            return await self._queue_out.receive()
-        except trio.EndOfChannel:
-            return None
-        finally:
-            self._idle = False
-
     def _coalesce(self, first: bytes) -> bytes:
         """``first`` and whatever else is queued, up to the coalescing limit, as one write."""
+        # Locals: this loop runs once per delivery under load.
+        receive_nowait = self._queue_out.receive_nowait
+        codec = self.codec
+        limit = self._config.coalesce_bytes
         batch = [first]
         size = len(first)
-        while size < self._config.coalesce_bytes:
+        while size < limit:
             try:
-                item = self._queue_out.receive_nowait()
+                data = receive_nowait().encode_for(codec)
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
-            data = item if isinstance(item, bytes) else item.encode_for(self.codec)
             batch.append(data)
             size += len(data)
         return b"".join(batch) if len(batch) > 1 else first
@@ -212,7 +249,6 @@ class MemberWriter:
             except OSError as error:
                 raise trio.BrokenResourceError(str(error)) from error
             if written == len(data):
-                await trio.lowlevel.checkpoint_if_cancelled()
                 return
             data = data[written:]
         await self._stream.send_all(data)
@@ -254,7 +290,7 @@ class MemberWriter:
         """Queue bytes for the writer task ahead of anything staged later."""
         self._idle = False
         try:
-            self._queue_in.send_nowait(data)
+            self._queue_in.send_nowait(LeftOver(data))
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             self._on_failure("Disconnected")
 
