@@ -179,6 +179,7 @@ class MemberWriter:
         """
         codec = self.codec
         queue = self._queue_out
+        framed = False
         with self._scope:
             try:
                 while True:
@@ -197,7 +198,8 @@ class MemberWriter:
                     except trio.EndOfChannel:
                         break
                     data = item.encode_for(codec)
-                    if codec.framed:
+                    # Once framed, a peer stays framed: after that one local test per batch.
+                    if framed or (framed := codec.framed):
                         await self._write(self._coalesce(data))
                     elif data:
                         await self._write_unframed(codec.unframe(data))
