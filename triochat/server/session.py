@@ -1,12 +1,12 @@
-"""One TCP member's session: register a name, then a reader task and a writer task.
+"""One TCP member's session: register a name, then a reader and a writer in one nursery.
 
-The reader owns ``receive_some`` and turns events into room calls; the writer owns
-``send_all`` and drains the member's outbox. To a framed peer it joins everything already
-queued into one write (coalescing under load; one message per write at human rates); to an
-unframed peer (a seed's own client, SPEC §3) it writes one message per write, paced.
-Ending a session is one synchronous call, :meth:`ChatSession.finish`: the member leaves the
-room at once, its outbox closes, the reader is cancelled and the writer gets a short grace to
-flush what was queued (and a last line saying why) before the connection closes.
+The reader owns ``receive_some``, turns events into room calls (commands, rate limit, file
+requests) and runs in the nursery's body; the writer is the member's
+:class:`~triochat.server.writer.MemberWriter`, which owns everything between the outbox and
+the socket (coalescing, the fast path, pacing to unframed peers). Ending a session is one
+synchronous call, :meth:`ChatSession.finish`: the member leaves the room at once, the writer
+closes (it flushes what was queued and a last line saying why, within a short grace), and the
+reader is cancelled.
 """
 
 from __future__ import annotations
