@@ -56,6 +56,33 @@ def _describe(pattern: Pattern) -> str:
     return _shorten(repr(text), 300)
 
 
+# --- console lines (SPEC §7) ------------------------------------------------------------------
+
+
+def json_banner(port: int, nickname: str, client_id: str) -> re.Pattern[str]:
+    """The JSON client's first line; group 1 is its start date/time."""
+    return rx(
+        f"ChatClient started with server IP: 127.0.0.1, port: {port}, nickname: {nickname}, "
+        f"client ID: {client_id}, Date/Time: {{dt}}"
+    )
+
+
+def received_json(name: str, client_id: str, size: int) -> re.Pattern[str]:
+    """The server's ``Received:`` line for a JSON member; groups: the port, the date/time."""
+    return rx(
+        f"Received: IP:127.0.0.1, Port:{{port}}, Client-Nickname:{name}, "
+        f"ClientID:{client_id}, Date/Time:{{dt}}, Msg-Size:{size}"
+    )
+
+
+def summary(sent: int, rcv: int, chars_sent: int, chars_rcv: int) -> re.Pattern[str]:
+    """The JSON client's ``Summary:`` line; groups 1 and 2 are start and end."""
+    return rx(
+        f"Summary: start:{{dt}}, end:{{dt}}, msg sent:{sent}, msg rcv:{rcv}, "
+        f"char sent:{chars_sent}, char rcv:{chars_rcv}"
+    )
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (callers retry if it is taken)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

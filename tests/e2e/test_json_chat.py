@@ -3,36 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import trio
 
-from .harness import LOCALHOST, Harness, Program, rx
-
-
-def banner(port: int, nickname: str, client_id: str) -> re.Pattern[str]:
-    """The JSON client's first line; group 1 is its start date/time."""
-    return rx(
-        f"ChatClient started with server IP: 127.0.0.1, port: {port}, nickname: {nickname}, "
-        f"client ID: {client_id}, Date/Time: {{dt}}"
-    )
-
-
-def received(name: str, client_id: str, size: int) -> re.Pattern[str]:
-    """The server's ``Received:`` line; group 1 is the port, group 2 the date/time."""
-    return rx(
-        f"Received: IP:127.0.0.1, Port:{{port}}, Client-Nickname:{name}, "
-        f"ClientID:{client_id}, Date/Time:{{dt}}, Msg-Size:{size}"
-    )
-
-
-def summary(sent: int, rcv: int, chars_sent: int, chars_rcv: int) -> re.Pattern[str]:
-    """The ``Summary:`` line; groups 1 and 2 are start and end."""
-    return rx(
-        f"Summary: start:{{dt}}, end:{{dt}}, msg sent:{sent}, msg rcv:{rcv}, "
-        f"char sent:{chars_sent}, char rcv:{chars_rcv}"
-    )
+from .harness import LOCALHOST, Harness, Program, json_banner, received_json, rx, summary
 
 
 async def start_json_client(
@@ -42,7 +17,7 @@ async def start_json_client(
     client = await h.start(
         "ChatClient.py", "127.0.0.1", str(port), nickname, client_id, label=f"json {nickname}"
     )
-    start = (await client.expect_next(banner(port, nickname, client_id))).group(1)
+    start = (await client.expect_next(json_banner(port, nickname, client_id))).group(1)
     return client, start
 
 
@@ -61,20 +36,20 @@ async def test_seed_003_three_json_clients(harness: Harness) -> None:
     await server.expect_next(rx("{dt} :: Carol: connected."))
 
     await alice.send_line("Hello, everyone!")
-    sent_at = (await server.expect_next(received("Alice", "001", 16))).group(2)
+    sent_at = (await server.expect_next(received_json("Alice", "001", 16))).group(2)
     await server.expect_next("Broadcasted: Bob, Carol")
     # Receivers show the sender's own timestamp, the one the server reports too.
     await bob.expect_next(f"{sent_at} :: Alice: Hello, everyone!")
     await carol.expect_next(f"{sent_at} :: Alice: Hello, everyone!")
 
     await bob.send_line("Hi Alice, welcome!")
-    sent_at = (await server.expect_next(received("Bob", "002", 18))).group(2)
+    sent_at = (await server.expect_next(received_json("Bob", "002", 18))).group(2)
     await server.expect_next("Broadcasted: Alice, Carol")
     await alice.expect_next(f"{sent_at} :: Bob: Hi Alice, welcome!")
     await carol.expect_next(f"{sent_at} :: Bob: Hi Alice, welcome!")
 
     await carol.send_line("Hey!")
-    sent_at = (await server.expect_next(received("Carol", "003", 4))).group(2)
+    sent_at = (await server.expect_next(received_json("Carol", "003", 4))).group(2)
     await server.expect_next("Broadcasted: Alice, Bob")
     await alice.expect_next(f"{sent_at} :: Carol: Hey!")
     await bob.expect_next(f"{sent_at} :: Carol: Hey!")
@@ -89,7 +64,7 @@ async def test_seed_003_three_json_clients(harness: Harness) -> None:
 
     # The others keep chatting.
     await bob.send_line("Bye Alice")
-    sent_at = (await server.expect_next(received("Bob", "002", 9))).group(2)
+    sent_at = (await server.expect_next(received_json("Bob", "002", 9))).group(2)
     await server.expect_next("Broadcasted: Carol")
     await carol.expect_next(f"{sent_at} :: Bob: Bye Alice")
 

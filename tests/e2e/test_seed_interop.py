@@ -18,7 +18,16 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from .harness import LOCALHOST, TIMEOUT, Harness, Program, rx
+from .harness import (
+    LOCALHOST,
+    TIMEOUT,
+    Harness,
+    Program,
+    json_banner,
+    received_json,
+    rx,
+    summary,
+)
 
 SEEDS = "tests/e2e/seed_programs"
 PORT_TAGGED_WELCOME = "Connected to chat server. Type 'exit' to leave."
@@ -85,28 +94,6 @@ def chat_object(kind: str, nickname: str, text: str) -> bytes:
     """One ``broadcast`` or ``message`` object, the seed's way: no newline."""
     obj = {"type": kind, "nickname": nickname, "message": text, "timestamp": STAMP}
     return json.dumps(obj).encode()
-
-
-def json_banner(port: int, nickname: str, client_id: str) -> re.Pattern[str]:
-    return rx(
-        f"ChatClient started with server IP: 127.0.0.1, port: {port}, nickname: {nickname}, "
-        f"client ID: {client_id}, Date/Time: {{dt}}"
-    )
-
-
-def summary(sent: int, rcv: int, chars_sent: int, chars_rcv: int) -> re.Pattern[str]:
-    return rx(
-        f"Summary: start:{{dt}}, end:{{dt}}, msg sent:{sent}, msg rcv:{rcv}, "
-        f"char sent:{chars_sent}, char rcv:{chars_rcv}"
-    )
-
-
-def received(name: str, client_id: str, size: int) -> re.Pattern[str]:
-    """A seed-003 ``Received:`` console line (the port and date/time are groups 1 and 2)."""
-    return rx(
-        f"Received: IP:127.0.0.1, Port:{{port}}, Client-Nickname:{name}, "
-        f"ClientID:{client_id}, Date/Time:{{dt}}, Msg-Size:{size}"
-    )
 
 
 async def start_seed003_client(h: Harness, port: int, nick: str, client_id: str) -> Program:
@@ -204,7 +191,7 @@ async def test_fake_pair_seed003(harness: Harness) -> None:
     bob = await start_seed003_client(harness, port, "bob", "002")
     await server.expect_next(rx("{dt} :: bob: connected."))
     await ann.send_line("hello")
-    await server.expect_next(received("ann", "001", 5))
+    await server.expect_next(received_json("ann", "001", 5))
     await server.expect_next("Broadcasted: bob")
     await bob.expect_next(rx("{dt} :: ann: hello"))
     taken = await start_seed003_client(harness, port, "ann", "003")
@@ -522,18 +509,18 @@ async def test_our_json_client_on_seed003_server(harness: Harness) -> None:
     await server.expect_next(rx("{dt} :: ann: connected."))
 
     await ann.send_line("hello")
-    await server.expect_next(received("ann", "001", 5))
+    await server.expect_next(received_json("ann", "001", 5))
     await server.expect_next("Broadcasted: bob")
     await bob.expect_next(rx("{dt} :: ann: hello"))
     await bob.send_line("hi ann")
-    await server.expect_next(received("bob", "002", 6))
+    await server.expect_next(received_json("bob", "002", 6))
     await server.expect_next("Broadcasted: ann")
     await ann.expect_next(rx("{dt} :: bob: hi ann"))
 
     # A paste: one object per write, so the server's one-object-per-recv() parse holds.
     await ann.send_bytes(b"one\ntwo\nsix\n")
     for text in ("one", "two", "six"):
-        await server.expect_next(received("ann", "001", 3))
+        await server.expect_next(received_json("ann", "001", 3))
         await server.expect_next("Broadcasted: bob")
         await bob.expect_next(rx(f"{{dt}} :: ann: {text}"))
 
@@ -567,13 +554,13 @@ async def test_our_json_client_refused_by_seed003_server_that_keeps_the_connecti
         assert await ours.wait_exit() == 0
         # Nobody joined as "disconnect": the server's next line is about the holder's message.
         await holder.send_line("still alone")
-        await server.expect_next(received("ann", "001", 11))
+        await server.expect_next(received_json("ann", "001", 11))
         await server.expect_next("Broadcasted: ")
     else:
         await ours.send_line("bea")
         await server.expect_next(rx("{dt} :: bea: connected."))
         await holder.send_line("hi bea")
-        await server.expect_next(received("ann", "001", 6))
+        await server.expect_next(received_json("ann", "001", 6))
         await server.expect_next("Broadcasted: bea")
         await ours.expect_next(rx("{dt} :: ann: hi bea"))
         await ours.send_line("disconnect")
