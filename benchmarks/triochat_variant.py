@@ -1,9 +1,8 @@
 """triochat's server with one performance lever switched off, to measure what each lever buys.
 
-This launcher starts the same ``run_chat_server``. The writer's levers are real settings of
-``ServerConfig`` (``fast_path``, ``coalesce_bytes``); the other two still swap one piece from
-the outside. A flag whose piece no longer exists in this version of triochat says so on
-stderr and exits 3 (the benchmark then reports it).
+This launcher starts the same ``run_chat_server``; every lever is a real setting of
+``ServerConfig``. A flag whose setting does not exist in this version of triochat (a
+``--before`` checkout) says so on stderr and exits 3 (the benchmark then reports it).
 
     python benchmarks/triochat_variant.py <port> [--no-fast-path] [--no-coalesce]
         [--no-encode-cache] [--quiet-console]
@@ -12,8 +11,10 @@ stderr and exits 3 (the benchmark then reports it).
                    writer task, which sends what is queued (no flusher staging)
 --no-coalesce      one ``send_all`` per message: ``coalesce_bytes = 1`` and no fast path
                    (the flusher joins a member's staged messages into one write)
---no-encode-cache  encode every message once per member instead of once per dialect
---quiet-console    skip the two console lines per message (``Received:``/``Broadcasted:``)
+--no-encode-cache  ``ServerConfig(encode_once=False)``: encode every message once per
+                   member instead of once per dialect
+--quiet-console    ``ServerConfig(log_messages=False)``: skip the two console lines per
+                   message (``Received:``/``Broadcasted:``)
 """
 
 from __future__ import annotations
@@ -30,15 +31,9 @@ if __package__ in (None, ""):
 import trio
 
 from triochat.cli_server import raise_open_file_limit, run_chat_server
-from triochat.room import Delivery, Encoder
-from triochat.server import console
 from triochat.server.config import ServerConfig
 
 MISSING = 3
-
-
-def _encode_every_time(self: Delivery, encoder: Encoder) -> bytes:
-    return encoder.encode(self.event)
 
 
 def _missing(what: str) -> int:
@@ -55,21 +50,20 @@ def main() -> int:
     parser.add_argument("--no-encode-cache", action="store_true")
     parser.add_argument("--quiet-console", action="store_true")
     args = parser.parse_args()
-    limits = ServerConfig()
+    switched_off: dict[str, object] = {}
     if args.no_fast_path or args.no_coalesce:
-        if not hasattr(limits, "fast_path"):
-            return _missing("ServerConfig.fast_path")
-        limits = dataclasses.replace(limits, fast_path=False)
+        switched_off["fast_path"] = False
     if args.no_coalesce:
-        if not hasattr(limits, "coalesce_bytes"):
-            return _missing("ServerConfig.coalesce_bytes")
-        limits = dataclasses.replace(limits, coalesce_bytes=1)
+        switched_off["coalesce_bytes"] = 1
     if args.no_encode_cache:
-        if not hasattr(Delivery, "encode_for"):
-            return _missing("Delivery.encode_for")
-        Delivery.encode_for = _encode_every_time  # type: ignore[method-assign]
+        switched_off["encode_once"] = False
     if args.quiet_console:
-        console.ChatConsole.message_accepted = lambda *_: None  # type: ignore[method-assign]
+        switched_off["log_messages"] = False
+    settings = {field.name for field in dataclasses.fields(ServerConfig)}
+    for name in switched_off:
+        if name not in settings:
+            return _missing(f"ServerConfig.{name}")
+    limits = ServerConfig(**switched_off)  # type: ignore[arg-type]
     raise_open_file_limit()
     try:
         return trio.run(partial(run_chat_server, args.port, args.host, limits, udp=False))

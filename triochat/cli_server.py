@@ -61,14 +61,14 @@ async def run_chat_server(
     Returns the exit code.
     """
     config = config or ServerConfig()
-    console = ChatConsole()
+    console = ChatConsole(log_messages=config.log_messages)
     try:
         listeners, datagram_sockets = await open_chat_sockets(port, host, udp=udp)
     except OSError as error:
         logger.debug("bind failed: %r", error)
         console.line(f"ERR - cannot create ChatServer socket using port number {port}")
         return 1
-    room = Room(observer=console, outbox_limit=config.outbox_limit)
+    room = Room(observer=console, outbox_limit=config.outbox_limit, encode_once=config.encode_once)
     try:
         async with trio.open_nursery() as nursery:
             service: ChatService = await nursery.start(
@@ -102,7 +102,7 @@ async def run_port_tagged_server(
         logger.error("cannot listen on %s:%s: %s", host, port, reason)
         console.line(f"ERR - cannot listen on {host}:{port}")
         return 1
-    room = Room(observer=console, outbox_limit=config.outbox_limit)
+    room = Room(observer=console, outbox_limit=config.outbox_limit, encode_once=config.encode_once)
     async with trio.open_nursery() as nursery:
         service: ChatService = await nursery.start(
             partial(serve_port_tagged, listeners, room, config)

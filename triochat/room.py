@@ -60,6 +60,17 @@ class Delivery:
         return data
 
 
+class EncodedPerMember(Delivery):
+    """A delivery that encodes its event again for every member (no sharing between members
+    of one dialect): only to measure what :class:`Delivery`'s sharing saves."""
+
+    __slots__ = ()
+
+    def encode_for(self, encoder: Encoder) -> bytes:
+        """The bytes of this event in ``encoder``'s dialect, encoded afresh."""
+        return encoder.encode(self.event)
+
+
 class Outbox(Protocol):
     """Where the room queues a member's deliveries: a bounded trio memory channel, or a
     member's writer (``server/writer.py``), which may write some at once instead."""
@@ -178,9 +189,14 @@ class Room:
     """
 
     def __init__(
-        self, observer: RoomObserver | None = None, outbox_limit: int = OUTBOX_LIMIT
+        self,
+        observer: RoomObserver | None = None,
+        outbox_limit: int = OUTBOX_LIMIT,
+        *,
+        encode_once: bool = True,
     ) -> None:
         self.outbox_limit = outbox_limit
+        self._delivery = Delivery if encode_once else EncodedPerMember
         self._members: dict[str, Member] = {}
         self._observer: RoomObserver = observer or SilentObserver()
         self._joined = 0
@@ -272,7 +288,7 @@ class Room:
             sender_ip=sender.ip,
             sender_port=sender.port,
         )
-        delivery = Delivery(message)
+        delivery = self._delivery(message)
         recipients: list[str] = []
         for member in list(self._members.values()):
             if member is sender and not member.receives_own:

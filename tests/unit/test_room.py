@@ -208,3 +208,35 @@ def test_close_evicts_everyone_with_the_reason_and_refuses_joins() -> None:
     assert room.statistics().evictions == 0
     with pytest.raises(NameTaken):
         room.join(make_member("b")[0])
+
+
+class CountingEncoder:
+    """A one-dialect encoder that counts how often it is asked to encode."""
+
+    dialect = Dialect.LINE
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def encode(self, event: ServerEvent) -> bytes:
+        self.calls += 1
+        return b"x"
+
+
+@pytest.mark.parametrize(("encode_once", "expected_calls"), [(True, 1), (False, 2)])
+def test_encode_once_shares_the_bytes_between_members(
+    encode_once: bool, expected_calls: int
+) -> None:
+    room = Room(encode_once=encode_once)
+    outboxes = []
+    for name in ("ann", "bob", "cy"):
+        member, receive = make_member(name)
+        room.join(member)
+        outboxes.append(receive)
+    sender = room.find("ann")
+    assert sender is not None
+    room.broadcast(sender, "hi", received_at=NOW)
+    encoder = CountingEncoder()
+    for receive in outboxes[1:]:  # the sender gets no copy
+        assert receive.receive_nowait().encode_for(encoder) == b"x"
+    assert encoder.calls == expected_calls

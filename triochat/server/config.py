@@ -37,6 +37,10 @@ class ServerConfig:
         max_file_bytes: largest file the relay carries.
         fast_path: members' writers may stage deliveries for the server's flusher instead
             of waking their task for each (``server/writer.py``); off only to measure it.
+        encode_once: encode each event once per dialect and share the bytes between members
+            (``room.Delivery``); off only to measure what that saves.
+        log_messages: print the ``Received:``/``Broadcasted:`` console lines of each message
+            (SPEC §7); off only to measure what they cost.
     """
 
     registration_timeout: float = 30.0
@@ -53,3 +57,5 @@ class ServerConfig:
     idle_timeout: float = 0.0
     max_file_bytes: int = MAX_FILE_BYTES
     fast_path: bool = True
+    encode_once: bool = True
+    log_messages: bool = True

@@ -27,7 +27,14 @@ class Console:
 
 
 class ChatConsole(Console):
-    """Seed 003's server lines, for members of every dialect."""
+    """Seed 003's server lines, for members of every dialect.
+
+    ``log_messages=False`` leaves out the two lines per message: only to measure their cost.
+    """
+
+    def __init__(self, out: TextIO | None = None, *, log_messages: bool = True) -> None:
+        super().__init__(out)
+        self._log_messages = log_messages
 
     def started(self, ip: str, port: int) -> None:
         """The banner once the listeners are up."""
@@ -43,6 +50,8 @@ class ChatConsole(Console):
 
     def message_accepted(self, message: ChatMessage, sender: Member, recipients: list[str]) -> None:
         """The ``Received:`` line and the ``Broadcasted:`` line."""
+        if not self._log_messages:
+            return
         self.line(
             f"Received: IP:{sender.ip}, Port:{sender.port}, Client-Nickname:{sender.name}, "
             f"ClientID:{sender.client_id}, Date/Time:{message.display_time}, "
