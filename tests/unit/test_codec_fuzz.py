@@ -63,6 +63,8 @@ from triochat.wire.datagrams import (
 from triochat.wire.json_lines import Broadcast, JsonClientCodec, JsonCodec, JsonObjectFramer
 from triochat.wire.lines import LineCodec, LineFramer, PortTaggedCodec
 
+from .helpers import split
+
 FUZZ = settings(max_examples=300, deadline=None)
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -87,11 +89,6 @@ FRAGMENTS = [
 
 noise = st.lists(st.sampled_from(FRAGMENTS), max_size=40).map(b"".join)
 garbage_bytes = st.one_of(st.binary(max_size=400), noise, st.lists(noise, max_size=3).map(b"".join))
-
-
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({0, len(data), *(cut % (len(data) + 1) for cut in cuts)})
-    return [data[start:stop] for start, stop in itertools.pairwise(points)]
 
 
 cut_lists = st.lists(st.integers(min_value=0, max_value=10_000), max_size=25)

@@ -8,35 +8,9 @@ import trio.lowlevel
 import trio.testing
 
 from triochat.events import ChatMessage, Dialect, ServerEvent
-from triochat.room import OUTBOX_LIMIT, Delivery, InvalidName, Member, NameTaken, Room, open_outbox
+from triochat.room import OUTBOX_LIMIT, Delivery, InvalidName, Member, NameTaken, Room
 
-NOW = "2024-03-21 10:30:45"
-"""The receive time the tests' room is told (the room reads no clock)."""
-
-
-class Recorder:
-    """A RoomObserver that keeps what it saw."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def member_joined(self, member: Member) -> None:
-        self.lines.append(f"joined {member.name}")
-
-    def member_left(self, member: Member) -> None:
-        self.lines.append(f"left {member.name}")
-
-    def message_accepted(self, message: ChatMessage, sender: Member, recipients: list[str]) -> None:
-        self.lines.append(f"{sender.name}: {message.text} -> {','.join(recipients)}")
-
-
-def make_member(
-    name: str, evictions: list[str] | None = None
-) -> tuple[Member, trio.MemoryReceiveChannel[Delivery]]:
-    send, receive = open_outbox()
-    reasons = evictions if evictions is not None else []
-    member = Member(name=name, ip="127.0.0.1", port=1000, outbox=send, on_evict=reasons.append)
-    return member, receive
+from .helpers import NOW, Recorder, make_member
 
 
 def drain(receive: trio.MemoryReceiveChannel[Delivery]) -> list[str]:

@@ -9,31 +9,13 @@ from functools import partial
 import pytest
 import trio
 
-from triochat.events import ChatMessage
-from triochat.room import Member, Room
+from triochat.room import Room
 from triochat.server.config import ServerConfig
 from triochat.server.serve import ChatService, open_chat_sockets, serve_chat, serve_port_tagged
 
+from .helpers import Recorder
+
 GUARD = 10.0
-
-
-class JoinWatcher:
-    """A room observer that lets a test wait until ``members`` have joined."""
-
-    def __init__(self, members: int) -> None:
-        self._left_to_join = members
-        self.all_joined = trio.Event()
-
-    def member_joined(self, member: Member) -> None:
-        self._left_to_join -= 1
-        if self._left_to_join == 0:
-            self.all_joined.set()
-
-    def member_left(self, member: Member) -> None:
-        """Ignore."""
-
-    def message_accepted(self, message: ChatMessage, sender: Member, recipients: list[str]) -> None:
-        """Ignore."""
 
 
 async def read_until(stream: trio.SocketStream, ending: bytes) -> bytes:
@@ -50,7 +32,7 @@ async def read_until(stream: trio.SocketStream, ending: bytes) -> bytes:
 
 async def test_serve_chat_on_port_0_chats_and_shuts_down() -> None:
     listeners, datagram_sockets = await open_chat_sockets(0, "127.0.0.1")
-    watcher = JoinWatcher(2)
+    watcher = Recorder()
     room = Room(observer=watcher)
     async with trio.open_nursery() as nursery:
         service: ChatService = await nursery.start(
@@ -65,7 +47,7 @@ async def test_serve_chat_on_port_0_chats_and_shuts_down() -> None:
             await bob.send_all(b'{"type": "nickname", "nickname": "bob"}\n')
             assert json.loads(await read_until(bob, b"\n"))["type"] == "welcome"
             with trio.fail_after(GUARD):
-                await watcher.all_joined.wait()
+                await watcher.wait_for_joins(2)
             await alice.send_all(b"hello bob\n")
             broadcast = json.loads(await read_until(bob, b"\n"))
             assert (broadcast["nickname"], broadcast["message"]) == ("alice", "hello bob")
@@ -86,7 +68,7 @@ async def test_serve_chat_on_port_0_chats_and_shuts_down() -> None:
 
 async def test_serve_port_tagged_echoes_exit_to_an_unframed_peer() -> None:
     listeners, _ = await open_chat_sockets(0, "127.0.0.1", udp=False)
-    watcher = JoinWatcher(1)
+    watcher = Recorder()
     room = Room(observer=watcher)
     async with trio.open_nursery() as nursery:
         service: ChatService = await nursery.start(
@@ -94,7 +76,7 @@ async def test_serve_port_tagged_echoes_exit_to_an_unframed_peer() -> None:
         )
         async with await trio.open_tcp_stream("127.0.0.1", service.port) as peer:
             with trio.fail_after(GUARD):
-                await watcher.all_joined.wait()
+                await watcher.wait_for_joins(1)
             await peer.send_all(b"exit")
             assert await read_until(peer, b"exit") == b"exit"
             assert await peer.receive_some(1) == b""  # then the server closes

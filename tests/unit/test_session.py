@@ -17,47 +17,9 @@ from triochat.server.session import ChatSession
 from triochat.wire.json_lines import JsonCodec
 from triochat.wire.lines import LineCodec, PortTaggedCodec
 
-NOW = "2024-03-21 10:30:45"
-"""The receive time the tests' room is told (the room reads no clock)."""
+from .helpers import NOW, Peer
 
 LIMITS = ServerConfig(registration_timeout=5.0, idle_flush=0.1, close_grace=1.0)
-
-
-class Peer:
-    """The client end of an in-memory connection, reading whole lines."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self._buffer = b""
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def line(self) -> str:
-        while b"\n" not in self._buffer:
-            data = await self.stream.receive_some(65536)
-            if not data:
-                raise EOFError(self._buffer)
-            self._buffer += data
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode()
-
-    async def receive(self) -> bytes:
-        """What one read brings (an unframed peer gets one message per read)."""
-        assert not self._buffer
-        return bytes(await self.stream.receive_some(65536))
-
-    async def rest(self) -> bytes:
-        """Everything until the server closes the connection."""
-        data = self._buffer
-        while chunk := await self.stream.receive_some(65536):
-            data += chunk
-        self._buffer = b""
-        return data
-
-    async def closed(self) -> bool:
-        """True when the server closed the connection after everything it sent was read."""
-        return await self.stream.receive_some(65536) == b""
 
 
 @asynccontextmanager

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,18 +25,16 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from triochat.events import ChatMessage
-from triochat.room import OUTBOX_LIMIT, Member, Room
+from triochat.room import OUTBOX_LIMIT, Room
 from triochat.server.config import ServerConfig
 from triochat.server.session import ChatSession
-from triochat.wire.json_lines import JsonCodec
-from triochat.wire.lines import LineCodec
+
+from .helpers import GUARD, Peer, Recorder, Server
+from .helpers import running as running_with
 
 LIMITS = ServerConfig(
     registration_timeout=5.0, idle_flush=0.1, close_grace=1.0, max_line_bytes=1024
 )
-GUARD = 60.0
-"""Deadline for any single wait: generous, and in virtual time under the autojump clock."""
 
 
 class ResettableStream(trio.abc.HalfCloseableStream):
@@ -103,142 +100,10 @@ class ResettableStream(trio.abc.HalfCloseableStream):
         await self.inner.aclose()
 
 
-class Peer:
-    """The client's end of a connection, reading whole lines."""
-
-    def __init__(self, stream: trio.abc.HalfCloseableStream, name: str = "?") -> None:
-        self.stream = stream
-        self.name = name
-        self._buffer = bytearray()
-        self.eof = False
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def line(self) -> str:
-        with trio.fail_after(GUARD):
-            while (newline := self._buffer.find(b"\n")) < 0:
-                data = await self.stream.receive_some(65536)
-                if not data:
-                    self.eof = True
-                    raise EOFError(bytes(self._buffer))
-                self._buffer += data
-        line = bytes(self._buffer[:newline]).decode()
-        del self._buffer[: newline + 1]
-        return line
-
-    async def lines_until_eof(self, most: int) -> list[str]:
-        """Every line until the server closes (at most ``most``); a reset counts as a close.
-
-        An unterminated tail counts as a last line: what an unframed peer gets.
-        """
-        lines: list[str] = []
-        for _ in range(most + 1):
-            try:
-                lines.append(await self.line())
-            except (EOFError, trio.BrokenResourceError):
-                if self._buffer:
-                    lines.append(bytes(self._buffer).decode())
-                    del self._buffer[:]
-                return lines
-        raise AssertionError(f"{self.name}: more than {most} lines: {lines[-3:]}")
-
-    async def json(self) -> dict[str, object]:
-        obj = json.loads(await self.line())
-        assert isinstance(obj, dict)
-        return obj
-
-    async def closed(self) -> bool:
-        """True when the next thing from the server is the end of the stream."""
-        with trio.fail_after(GUARD):
-            return (await self.stream.receive_some(65536)) == b"" and not self._buffer
-
-
-class Recorder:
-    """A room observer that keeps the order in which the room accepted messages."""
-
-    def __init__(self) -> None:
-        self.accepted: list[tuple[str, str]] = []
-        self.display_times: list[str] = []
-        self.first_message_from: dict[str, trio.Event] = defaultdict(trio.Event)
-
-    def member_joined(self, member: Member) -> None:
-        pass
-
-    def member_left(self, member: Member) -> None:
-        pass
-
-    def message_accepted(self, message: ChatMessage, sender: Member, recipients: list[str]) -> None:
-        self.accepted.append((sender.name, message.text))
-        self.display_times.append(message.display_time)
-        self.first_message_from[sender.name].set()
-
-
-class Server:
-    """Sessions for one room, in one nursery."""
-
-    def __init__(self, room: Room, nursery: trio.Nursery) -> None:
-        self.room = room
-        self.nursery = nursery
-        self.port = 40000
-
-    def serve(
-        self, stream: trio.abc.HalfCloseableStream, codec: LineCodec | JsonCodec | None = None
-    ) -> None:
-        self.port += 1
-        session = ChatSession(stream, codec, self.room, ("127.0.0.1", self.port), LIMITS)
-        self.nursery.start_soon(session.run)
-
-    def connect(self, name: str = "?") -> Peer:
-        client, server = trio.testing.memory_stream_pair()
-        self.serve(server)
-        return Peer(client, name)
-
-    async def join(self, name: str) -> Peer:
-        """A line member called ``name``, in the room when this returns."""
-        peer = self.connect(name)
-        await peer.send(f"{name}\n".encode())
-        await self.wait_until(lambda: name in self.room.names())
-        return peer
-
-    async def join_json(self, name: str) -> Peer:
-        peer = self.connect(name)
-        await peer.send(
-            json.dumps({"type": "nickname", "nickname": name, "clientID": "1"}).encode()
-        )
-        assert (await peer.json())["type"] == "welcome"
-        return peer
-
-    async def wait_until(self, condition: object) -> None:
-        """Let the sessions run until ``condition()`` holds (bounded; every test that uses it
-        runs on the autojump clock, so the pause between looks is virtual time)."""
-        assert callable(condition)
-        with trio.fail_after(GUARD):
-            while not condition():
-                await trio.testing.wait_all_tasks_blocked()
-                if condition():
-                    return
-                await trio.sleep(0.01)
-
-    async def assert_room_works(self, members: list[Peer], label: str) -> None:
-        """A newcomer joins and speaks; every member hears it next; the newcomer leaves."""
-        name = f"newcomer{self.port}"
-        newcomer = await self.join(name)
-        await newcomer.send(f"hello after {label}\n".encode())
-        for member in members:
-            assert await member.line() == f"{name}: hello after {label}", member.name
-        await newcomer.send(b"/quit\n")
-        assert await newcomer.closed()
-        await self.wait_until(lambda: name not in self.room.names())
-
-
 @asynccontextmanager
 async def running(room: Room | None = None) -> AsyncIterator[Server]:
-    async with trio.open_nursery() as nursery:
-        server = Server(room if room is not None else Room(), nursery)
+    async with running_with(room, limits=LIMITS) as server:
         yield server
-        server.room.close("test over")
-        nursery.cancel_scope.cancel()
 
 
 # --- abrupt resets ----------------------------------------------------------------------------
@@ -705,7 +570,7 @@ async def test_any_timestamp_a_json_member_sends_is_accepted_and_shown_in_the_di
     room = Room(recorder)
     crashes: list[BaseException] = []
     async with trio.open_nursery() as nursery:
-        server = Server(room, nursery)
+        server = Server(room, nursery, LIMITS)
 
         async def run_guarded(session: ChatSession) -> None:
             # Like the server's handler: one session's exception is recorded, not propagated.

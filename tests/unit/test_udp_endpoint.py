@@ -11,119 +11,16 @@ import trio
 import trio.testing
 
 from triochat.events import ChatMessage, Notice
-from triochat.room import OUTBOX_LIMIT, Delivery, Member, Room, open_outbox
+from triochat.room import OUTBOX_LIMIT, Delivery, Member, Room
 from triochat.server.session import SessionCounter
 from triochat.server.udp import REPLY_QUEUE_LIMIT, DatagramEndpoint
 from triochat.wire.datagrams import MAX_DATAGRAM_BYTES, REGISTRATION_TTL
 
-NOW = "2024-03-21 10:30:45"
-"""The receive time the tests' room is told (the room reads no clock)."""
-
-Address = tuple[Any, ...]
-SERVER = ("10.0.0.1", 5000)
-INBOX_LIMIT = 4 * OUTBOX_LIMIT
-
-
-class Recorder:
-    """A RoomObserver that keeps what it saw (the console's lines, in short)."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def member_joined(self, member: Member) -> None:
-        self.lines.append(f"joined {member.name} {member.ip}:{member.port} {member.client_id}")
-
-    def member_left(self, member: Member) -> None:
-        self.lines.append(f"left {member.name}")
-
-    def message_accepted(self, message: ChatMessage, sender: Member, recipients: list[str]) -> None:
-        self.lines.append(f"{sender.name}: {message.text} -> {','.join(recipients)}")
-
-
-class FakeNetwork:
-    """Datagram sockets by address; a datagram to an unknown address is lost, as on a LAN."""
-
-    def __init__(self) -> None:
-        self.sockets: dict[Address, FakeSocket] = {}
-        self.lost = 0
-        self.send_errors: dict[Address, OSError] = {}
-        self.blocked: dict[Address, trio.Event] = {}
-
-    def socket(self, address: Address) -> FakeSocket:
-        sock = FakeSocket(self, address)
-        self.sockets[address] = sock
-        return sock
-
-
-class FakeSocket:
-    """Enough of a UDP socket for the endpoint: ``recvfrom`` and ``sendto``, bounded."""
-
-    def __init__(self, network: FakeNetwork, address: Address) -> None:
-        self.network = network
-        self.address = address
-        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[bytes, Address] | OSError](
-            INBOX_LIMIT
-        )
-
-    def deliver(self, item: tuple[bytes, Address] | OSError) -> None:
-        try:
-            self._inbox_send.send_nowait(item)
-        except trio.WouldBlock:
-            self.network.lost += 1  # a full receive buffer drops, as the kernel does
-
-    async def recvfrom(self, bufsize: int, /) -> tuple[bytes, Any]:
-        item = await self._inbox.receive()
-        if isinstance(item, OSError):
-            raise item
-        data, source = item
-        return data[:bufsize], source
-
-    async def sendto(self, data: bytes, address: Address, /) -> int:
-        await trio.lowlevel.checkpoint()
-        gate = self.network.blocked.get(address)
-        if gate is not None:
-            await gate.wait()
-        error = self.network.send_errors.get(address)
-        if error is not None:
-            raise error
-        target = self.network.sockets.get(address)
-        if target is None:
-            self.network.lost += 1
-        else:
-            target.deliver((bytes(data), self.address))
-        return len(data)
-
-    def received_nowait(self) -> list[str]:
-        """Every datagram queued for this socket, decoded."""
-        out: list[str] = []
-        while True:
-            try:
-                item = self._inbox.receive_nowait()
-            except trio.WouldBlock:
-                return out
-            assert not isinstance(item, OSError)
-            out.append(item[0].decode())
-
-
-class Peer:
-    """A UDP client on the fake network."""
-
-    def __init__(self, network: FakeNetwork, port: int, ip: str = "10.0.0.2") -> None:
-        self.socket = network.socket((ip, port))
-        self.port = port
-
-    async def send(self, data: bytes) -> None:
-        await self.socket.sendto(data, SERVER)
-
-    async def received(self) -> list[str]:
-        """Everything the server sent us once every task is idle."""
-        await trio.testing.wait_all_tasks_blocked()
-        return self.socket.received_nowait()
+from .helpers import NOW, SERVER, DatagramPeer, FakeNetwork, Recorder, make_member
 
 
 def fake_tcp_member(name: str = "tina") -> tuple[Member, trio.MemoryReceiveChannel[Delivery]]:
-    send, receive = open_outbox()
-    member = Member(name=name, ip="192.0.2.9", port=7000, outbox=send, on_evict=lambda _: None)
+    member, receive = make_member(name, ip="192.0.2.9", port=7000)
     return member, receive
 
 
@@ -155,7 +52,7 @@ async def test_greeting_registers_and_messages_reach_everyone_the_sender_include
     recorder = Recorder()
     room = Room(observer=recorder)
     async with serving(room) as (endpoint, network):
-        first, second = Peer(network, 4001), Peer(network, 4002)
+        first, second = DatagramPeer(network, 4001), DatagramPeer(network, 4002)
         await first.send(b"GREETING")
         await second.send(b"GREETINGS bob")  # the seed's spelling, with a name
         await trio.testing.wait_all_tasks_blocked()
@@ -184,7 +81,7 @@ async def test_tcp_and_udp_members_hear_each_other() -> None:
     tina, tina_outbox = fake_tcp_member()
     room.join(tina)
     async with serving(room) as (_, network):
-        udp = Peer(network, 4001)
+        udp = DatagramPeer(network, 4001)
         await udp.send(b"GREETING ulla")
         await trio.testing.wait_all_tasks_blocked()
         room.broadcast(tina, "hello datagrams", received_at=NOW)
@@ -199,7 +96,7 @@ async def test_tcp_and_udp_members_hear_each_other() -> None:
 async def test_control_characters_never_reach_anyone_raw() -> None:
     room = Room()
     async with serving(room) as (_, network):
-        udp = Peer(network, 4001)
+        udp = DatagramPeer(network, 4001)
         await udp.send(b"GREETING")
         await udp.send(b"MESSAGE line one\nINCOMING 6.6.6.6 1 evil: forged\x1b[2J")
         assert await udp.received() == [
@@ -210,7 +107,7 @@ async def test_control_characters_never_reach_anyone_raw() -> None:
 async def test_garbage_and_strangers_are_ignored_and_counted() -> None:
     room = Room()
     async with serving(room) as (endpoint, network):
-        member, stranger = Peer(network, 4001), Peer(network, 4002)
+        member, stranger = DatagramPeer(network, 4001), DatagramPeer(network, 4002)
         await member.send(b"GREETING")
         for data in [
             b"",
@@ -238,7 +135,7 @@ async def test_garbage_and_strangers_are_ignored_and_counted() -> None:
 async def test_icmp_errors_and_send_failures_are_counted_and_survived() -> None:
     room = Room()
     async with serving(room) as (endpoint, network):
-        alive, gone = Peer(network, 4001), Peer(network, 4002)
+        alive, gone = DatagramPeer(network, 4001), DatagramPeer(network, 4002)
         await alive.send(b"GREETING")
         await gone.send(b"GREETING")
         await trio.testing.wait_all_tasks_blocked()
@@ -256,7 +153,7 @@ async def test_a_taken_name_gets_one_short_error_and_no_registration() -> None:
     alice, _ = fake_tcp_member("Alice")
     room.join(alice)
     async with serving(room) as (endpoint, network):
-        udp = Peer(network, 4001)
+        udp = DatagramPeer(network, 4001)
         await udp.send(b"GREETING aLiCe")
         assert await udp.received() == ["ERROR Nickname already in use"]
         await udp.send(b"MESSAGE hi")
@@ -274,8 +171,8 @@ async def test_default_names_avoid_names_in_use() -> None:
     for name in ("udp-4001", "UDP-4001-2"):
         room.join(fake_tcp_member(name)[0])
     async with serving(room) as (_, network):
-        await Peer(network, 4001).send(b"GREETING two words")  # invalid name: the default
-        await Peer(network, 4001, ip="10.0.0.3").send(b"GREETING")
+        await DatagramPeer(network, 4001).send(b"GREETING two words")  # invalid name: the default
+        await DatagramPeer(network, 4001, ip="10.0.0.3").send(b"GREETING")
         await trio.testing.wait_all_tasks_blocked()
         assert room.names() == ["udp-4001", "UDP-4001-2", "udp-4001-3", "udp-4001-4"]
 
@@ -284,7 +181,7 @@ async def test_greeting_again_is_harmless() -> None:
     recorder = Recorder()
     room = Room(observer=recorder)
     async with serving(room) as (endpoint, network):
-        udp = Peer(network, 4001)
+        udp = DatagramPeer(network, 4001)
         for data in (b"GREETING", b"GREETINGS", b"GREETING another-name"):
             await udp.send(data)
         await udp.send(b"MESSAGE once")
@@ -298,7 +195,7 @@ async def test_leave_unregisters_at_once() -> None:
     recorder = Recorder()
     room = Room(observer=recorder)
     async with serving(room) as (endpoint, network):
-        leaver, stayer = Peer(network, 4001), Peer(network, 4002)
+        leaver, stayer = DatagramPeer(network, 4001), DatagramPeer(network, 4002)
         await leaver.send(b"GREETING lee")
         await stayer.send(b"GREETING stu")
         await leaver.send(b"LEAVE")
@@ -321,7 +218,7 @@ async def test_silent_registrations_expire_and_any_datagram_refreshes(
     recorder = Recorder()
     room = Room(observer=recorder)
     async with serving(room) as (endpoint, network):
-        quiet, chatty = Peer(network, 4001), Peer(network, 4002)
+        quiet, chatty = DatagramPeer(network, 4001), DatagramPeer(network, 4002)
         await quiet.send(b"GREETING quiet")
         await chatty.send(b"GREETING chatty")
         await trio.sleep(REGISTRATION_TTL - 10)
@@ -350,7 +247,7 @@ async def test_a_member_that_cannot_keep_up_is_evicted_without_stalling_others()
     tina, tina_outbox = fake_tcp_member()
     room.join(tina)
     async with serving(room) as (endpoint, network):
-        slow, fast = Peer(network, 4001), Peer(network, 4002)
+        slow, fast = DatagramPeer(network, 4001), DatagramPeer(network, 4002)
         await slow.send(b"GREETING slow")
         await fast.send(b"GREETING fast")
         await trio.testing.wait_all_tasks_blocked()
@@ -374,7 +271,7 @@ async def test_shutdown_tells_datagram_members_and_waits_for_them() -> None:
     room = Room()
     counter = SessionCounter()
     async with serving(room, counter=counter) as (_, network):
-        udp = Peer(network, 4001)
+        udp = DatagramPeer(network, 4001)
         await udp.send(b"GREETING")
         await trio.testing.wait_all_tasks_blocked()
         assert counter.active == 1
@@ -389,7 +286,7 @@ async def test_shutdown_tells_datagram_members_and_waits_for_them() -> None:
 async def test_registrations_are_bounded() -> None:
     room = Room()
     async with serving(room, max_registrations=2) as (endpoint, network):
-        peers = [Peer(network, port) for port in (4001, 4002, 4003)]
+        peers = [DatagramPeer(network, port) for port in (4001, 4002, 4003)]
         for peer in peers:
             await peer.send(b"GREETING")
         assert await peers[2].received() == ["ERROR Too many datagram members, try later"]
@@ -401,7 +298,7 @@ async def test_replies_to_strangers_are_bounded() -> None:
     room = Room()
     room.join(fake_tcp_member("taken")[0])
     async with serving(room) as (endpoint, network):
-        stranger = Peer(network, 4001)
+        stranger = DatagramPeer(network, 4001)
         server_socket = network.sockets[SERVER]
         floods = 3 * REPLY_QUEUE_LIMIT
         await trio.testing.wait_all_tasks_blocked()  # the reply task waits for work
@@ -418,7 +315,7 @@ async def test_stopping_the_endpoint_removes_its_members() -> None:
     recorder = Recorder()
     room = Room(observer=recorder)
     async with serving(room) as (_, network):
-        await Peer(network, 4001).send(b"GREETING")
+        await DatagramPeer(network, 4001).send(b"GREETING")
         await trio.testing.wait_all_tasks_blocked()
         assert room.names() == ["udp-4001"]
     assert room.names() == []
@@ -428,7 +325,7 @@ async def test_stopping_the_endpoint_removes_its_members() -> None:
 async def test_notices_to_datagram_members() -> None:
     room = Room()
     async with serving(room) as (_, network):
-        udp = Peer(network, 4001)
+        udp = DatagramPeer(network, 4001)
         await udp.send(b"GREETING")
         await trio.testing.wait_all_tasks_blocked()
         member = room.find("udp-4001")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from typing import Any
 
@@ -32,26 +31,12 @@ from triochat.wire.json_lines import (
     object_to_event,
 )
 
+from .helpers import Err, split
+
 PROPERTY = settings(max_examples=200, deadline=None)
 
 MESSAGE = b'{"type": "message", "nickname": "alice", "message": "hi", "timestamp": "t1"}'
 DISCONNECT = b'{"type": "disconnect", "nickname": "alice", "clientID": "7"}'
-
-
-class Err:
-    """A recorded RemoteProtocolError, comparable by its ``recoverable`` flag."""
-
-    def __init__(self, recoverable: bool) -> None:
-        self.recoverable = recoverable
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Err) and other.recoverable == self.recoverable
-
-    def __hash__(self) -> int:
-        return hash(self.recoverable)
-
-    def __repr__(self) -> str:
-        return f"Err(recoverable={self.recoverable})"
 
 
 def events_of(codec: JsonCodec) -> list[ClientEvent | Err]:
@@ -482,11 +467,6 @@ VALID_STREAMS = st.lists(st.tuples(CLIENT_OBJECTS, SEPARATORS), max_size=8).map(
 NOISE = st.sampled_from([b"x", b"[1]", b"}", b"\n", b'"', b"\\", b"\xff", b"{", b"{}", b" "])
 NOISY_STREAMS = st.lists(st.one_of(CLIENT_OBJECTS, NOISE), max_size=12).map(b"".join)
 RANDOM_STREAMS = st.one_of(st.binary(max_size=300), NOISY_STREAMS)
-
-
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({0, len(data), *cuts})
-    return [data[start:stop] for start, stop in itertools.pairwise(points)]
 
 
 def split_events(data: st.DataObject, stream: bytes) -> list[ClientEvent | Err]:

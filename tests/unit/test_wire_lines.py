@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,23 +20,9 @@ from triochat.events import (
 from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, RemoteProtocolError
 from triochat.wire.lines import LineCodec, LineFramer, PortTaggedCodec
 
+from .helpers import Err, split
+
 PROPERTY = settings(max_examples=200, deadline=None)
-
-
-class Err:
-    """A recorded RemoteProtocolError, comparable by its ``recoverable`` flag."""
-
-    def __init__(self, recoverable: bool) -> None:
-        self.recoverable = recoverable
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Err) and other.recoverable == self.recoverable
-
-    def __hash__(self) -> int:
-        return hash(self.recoverable)
-
-    def __repr__(self) -> str:
-        return f"Err(recoverable={self.recoverable})"
 
 
 def lines_of(framer: LineFramer) -> list[str | Err]:
@@ -392,11 +376,6 @@ LINE_PIECES = st.sampled_from(
     ]
 )
 STREAMS = st.one_of(st.binary(max_size=200), st.lists(LINE_PIECES, max_size=60).map(b"".join))
-
-
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({0, len(data), *cuts})
-    return [data[start:stop] for start, stop in itertools.pairwise(points)]
 
 
 def cut_points(data: bytes) -> st.SearchStrategy[list[int]]:
