@@ -1,0 +1,235 @@
+"""The requester's file agent receiving a delivery (SPEC §6): the file is written to a
+temporary file and renamed into place only when complete and verified; anything broken
+leaves nothing behind. The tests play the relay over in-memory streams.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import random
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from triochat.client.file_agent import FileAgent
+from triochat.wire.chunks import (
+    encode_end,
+    encode_error,
+    encode_header,
+)
+
+from .file_transfer_helpers import (
+    GUARD,
+    TOKEN,
+    Reply,
+    Reports,
+    delivery,
+    end_of,
+    frames_of,
+    listing,
+    parse_reply,
+    read_to_end,
+    temp_files,
+    umask,
+)
+
+
+async def test_delivery_is_written_atomically_with_ordinary_permissions(tmp_path: Path) -> None:
+    data = random.Random(1).randbytes(50_000)
+    reports = Reports()
+    with umask(0o027):
+        agent = FileAgent(tmp_path, reports)
+    agent.announce("deliver", TOKEN, "photo.bin", "alice")
+    stream = delivery(data)
+    cut = len(stream) // 2
+    ours, theirs = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(agent.handle, theirs)
+        await ours.send_all(stream[:cut])
+        await trio.testing.wait_all_tasks_blocked()
+        # Half-way: the data goes to a hidden temporary file, never to the final name.
+        assert "photo.bin" not in listing(tmp_path)
+        (temp,) = temp_files(tmp_path)
+        assert temp.startswith(".photo.bin.")
+        await ours.send_all(stream[cut:])
+        raw = await read_to_end(ours)
+    assert parse_reply(raw) == Reply({"status": "ok", "size": len(data)}, b"")
+    assert listing(tmp_path) == {"photo.bin"}
+    assert (tmp_path / "photo.bin").read_bytes() == data
+    assert stat.S_IMODE((tmp_path / "photo.bin").stat().st_mode) == 0o640
+    assert reports.lines == [f"File photo.bin received from alice: {len(data)} bytes, verified"]
+
+
+async def test_delivery_mode_follows_the_umask(tmp_path: Path) -> None:
+    with umask(0o002):
+        agent = FileAgent(tmp_path, Reports())
+    agent.announce("deliver", TOKEN, "a.txt", "alice")
+    ours, theirs = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(agent.handle, theirs)
+        await ours.send_all(delivery(b"hello"))
+        await read_to_end(ours)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o664
+
+
+def with_flipped_byte(stream: bytes, index: int) -> bytes:
+    corrupt = bytearray(stream)
+    corrupt[index] ^= 0x40
+    return bytes(corrupt)
+
+
+DATA = bytes(range(256)) * 20  # 5120 bytes: six frames of 1000 bytes
+HEADER = encode_header({"token": TOKEN, "size": len(DATA)})
+FRAMES = b"".join(frames_of(DATA))
+WHOLE = HEADER + FRAMES + end_of(DATA)
+
+BROKEN_DELIVERIES = {
+    "cut mid-frame": (HEADER + FRAMES[:2500], "cut short"),
+    "cut at a frame boundary": (HEADER + FRAMES[: 2 * 1009], "cut short"),
+    "cut before the end frame": (HEADER + FRAMES, "cut short"),
+    "cut inside the end frame": (HEADER + FRAMES + end_of(DATA)[:20], "cut short"),
+    "flipped payload byte": (with_flipped_byte(WHOLE, len(HEADER) + 1009 + 100), "checksum"),
+    "flipped crc byte": (with_flipped_byte(WHOLE, len(HEADER) + 1008), "checksum"),
+    "wrong digest": (
+        HEADER + FRAMES + encode_end(len(DATA), hashlib.sha256(b"other").digest()),
+        "digest mismatch",
+    ),
+    "wrong size": (
+        HEADER + FRAMES + encode_end(len(DATA) + 1, hashlib.sha256(DATA).digest()),
+        "size mismatch",
+    ),
+    "sender gave up": (HEADER + FRAMES[:1009] + encode_error("the owner hung up"), "hung up"),
+    "garbage frames": (HEADER + b"garbage" * 10, "unknown frame kind"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_DELIVERIES))
+async def test_broken_delivery_leaves_no_file_and_no_temp_file(tmp_path: Path, case: str) -> None:
+    stream, reason = BROKEN_DELIVERIES[case]
+    (tmp_path / "kept.txt").write_bytes(b"old contents")
+    reports = Reports()
+    agent = FileAgent(tmp_path, reports)
+    agent.announce("deliver", TOKEN, "kept.txt", "alice")
+    ours, theirs = trio.testing.memory_stream_pair()
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(agent.handle, theirs)
+            await ours.send_all(stream)
+            await ours.send_eof()
+            raw = await read_to_end(ours)
+    reply = parse_reply(raw)
+    assert reply.header is not None
+    assert reply.header["status"] == "error"
+    assert reason in reply.header["message"]
+    # Nothing new, and the old file under that name is untouched.
+    assert listing(tmp_path) == {"kept.txt"}
+    assert (tmp_path / "kept.txt").read_bytes() == b"old contents"
+    (line,) = reports.lines
+    assert line.startswith("File kept.txt from alice failed: ")
+    assert reason in line
+
+
+@pytest.mark.parametrize("cut", [0, 10, len(HEADER) + 1, len(WHOLE) // 2, len(WHOLE) - 1])
+async def test_delivery_cut_by_a_closed_connection_leaves_nothing(tmp_path: Path, cut: int) -> None:
+    agent = FileAgent(tmp_path, Reports())
+    agent.announce("deliver", TOKEN, "cut.bin", "alice")
+    ours, theirs = trio.testing.memory_stream_pair()
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(agent.handle, theirs)
+            await ours.send_all(WHOLE[:cut])
+            await ours.aclose()
+    assert listing(tmp_path) == set()
+
+
+@pytest.mark.parametrize("filename", ["../evil.txt", "/tmp/evil.txt", ".hidden", "a/b"])
+async def test_delivery_under_a_tricky_name_writes_nothing(tmp_path: Path, filename: str) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    agent = FileAgent(share, Reports())
+    agent.announce("deliver", TOKEN, filename, "alice")
+    ours, theirs = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(agent.handle, theirs)
+        await ours.send_all(delivery(b"evil"))
+        await read_to_end(ours)
+    assert listing(share) == set()
+    assert listing(tmp_path) == {"share"}
+
+
+async def test_delivery_replaces_a_link_and_never_writes_through_it(tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"must stay")
+    (share / "evil.txt").symlink_to(outside)
+    agent = FileAgent(share, Reports())
+    agent.announce("deliver", TOKEN, "evil.txt", "alice")
+    ours, theirs = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(agent.handle, theirs)
+        await ours.send_all(delivery(b"delivered"))
+        await read_to_end(ours)
+    assert outside.read_bytes() == b"must stay"
+    assert not (share / "evil.txt").is_symlink()
+    assert (share / "evil.txt").read_bytes() == b"delivered"
+
+
+async def test_a_failure_reported_twice_is_shown_once(tmp_path: Path) -> None:
+    """The relay reports failures over chat and the file connection may too: one line."""
+    lines: list[str] = []
+    agent = FileAgent(tmp_path, lines.append)
+    agent.announce("deliver", "t1", "a.txt", "owner")
+    agent.transfer_failed("t1", "a.txt", "owner", "no such file")
+    agent.transfer_failed("t1", "a.txt", "owner", "no such file")
+    agent.transfer_failed("t2", "b.txt", "owner", "owner gone")
+    agent.transfer_failed("", "c.txt", "owner", "no such member")
+    agent.transfer_failed("", "c.txt", "owner", "no such member")
+    assert lines == [
+        "File a.txt from owner failed: no such file",
+        "File b.txt from owner failed: owner gone",
+        "File c.txt from owner failed: no such member",
+        "File c.txt from owner failed: no such member",
+    ]
+
+
+class FullDisk(io.FileIO):
+    """A file whose writes fail with ENOSPC once ``room`` bytes were written."""
+
+    room = 20_000
+
+    def write(self, data: Any, /) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
+async def test_a_full_disk_on_the_requester_leaves_no_file_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fdopen = os.fdopen
+
+    def fdopen_full(fd: int, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if "w" in mode:
+            return io.BufferedWriter(FullDisk(fd, "wb"), buffer_size=1000)
+        return real_fdopen(fd, mode, *args, **kwargs)
+
+    monkeypatch.setattr("triochat.client.file_agent.os.fdopen", fdopen_full)
+    reports = Reports()
+    agent = FileAgent(tmp_path, reports)
+    agent.announce("deliver", TOKEN, "movie.bin", "alice")
+    ours, theirs = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(agent.handle, theirs)
+        await ours.send_all(delivery(random.Random(5).randbytes(60_000)))
+        reply = parse_reply(await read_to_end(ours))
+    assert reply.header == {"status": "error", "message": "No space left on device"}
+    assert reports.lines == ["File movie.bin from alice failed: No space left on device"]
+    assert listing(tmp_path) == set()  # neither the file nor its temporary
