@@ -1,7 +1,9 @@
-"""One TCP member's session: register a name, then a reader and a writer in one nursery.
+"""One TCP member's session from first byte to last: register, chat, finish.
 
-The reader owns ``receive_some``, turns events into room calls (commands, rate limit, file
-requests) and runs in the nursery's body; the writer is the member's
+Registration (the dialect and the name) is ``server/registration.py``. While chatting, a
+reader and a writer run in one nursery. The reader owns ``receive_some`` and hands each event
+to the member's :class:`~triochat.server.commands.Commands`; it runs in the nursery's body.
+The writer is the member's
 :class:`~triochat.server.writer.MemberWriter`, which owns everything between the outbox and
 the socket (coalescing, the fast path, pacing to unframed peers). Ending a session is one
 synchronous call, :meth:`ChatSession.finish`: the member leaves the room at once, the writer
@@ -16,33 +18,17 @@ from collections.abc import Callable
 
 import trio
 
-from triochat.clock import now_display
-from triochat.events import (
-    ClientEvent,
-    Dialect,
-    FileRequest,
-    Goodbye,
-    Hello,
-    Leave,
-    Notice,
-    Say,
-    ServerEvent,
-    Welcome,
-    Who,
-)
-from triochat.room import Delivery, Member, NameTaken, Room
+from triochat.events import ClientEvent, FileRequest, Notice, ServerEvent
+from triochat.room import Member, Room
+from triochat.server.commands import Commands
 from triochat.server.config import ServerConfig
-from triochat.server.ratelimit import TokenBucket
-from triochat.server.reader import EventReader, ServerCodec, sniff_codec
+from triochat.server.reader import EventReader, ServerCodec
+from triochat.server.registration import register
 from triochat.server.writer import Flusher, MemberWriter
-from triochat.text import InvalidName, name_key
 from triochat.wire.common import RemoteProtocolError
 from triochat.wire.lines import LineCodec
 
 logger = logging.getLogger(__name__)
-
-WELCOME_ROSTER = 100
-"""Most member names a JSON ``welcome`` lists."""
 
 EVENTS_PER_TURN = 16
 """Events a reader handles before it yields to other tasks (the writers above all).
@@ -109,84 +95,43 @@ class ChatSession:
     ) -> None:
         self._stream = stream
         self._initial_codec = codec
-        self._codec: ServerCodec = LineCodec()  # replaced once the dialect is known
-        self._reader = EventReader(stream, self._codec, limits)
         self._room = room
         self._peer = peer
         self._limits = limits
         self._fixed_name = fixed_name
-        self._on_file_request = on_file_request
         self._counter = counter or SessionCounter()
         self._on_finish = on_finish
-        self._writer = MemberWriter(stream, self._codec, limits, self._writer_failed, flusher)
+        # The line codec stands in until registration knows the dialect.
+        self._writer = MemberWriter(stream, LineCodec(), limits, self._writer_failed, flusher)
+        self._commands = Commands(room, limits, self.finish, on_file_request)
         self._member: Member | None = None
         self._finishing = False
         self._reader_scope = trio.CancelScope()
-        self._bucket = (
-            TokenBucket(limits.message_rate, limits.message_burst)
-            if limits.message_rate > 0
-            else None
-        )
-        self._throttled = False
 
     async def run(self) -> None:
         """Serve the connection until the member leaves, is evicted, or the peer goes away."""
         try:
-            member = await self._register()
-            if member is not None:
-                await self._chat(member)
+            registered = await register(
+                self._stream,
+                self._initial_codec,
+                self._writer,
+                self._room,
+                self._limits,
+                self._new_member,
+                fixed_name=self._fixed_name,
+            )
+            if registered is not None:
+                self._member, reader = registered
+                await self._chat(self._member, reader)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
             logger.debug("connection %s ended: %r", self._peer, error)
         finally:
             self.finish(None)
             await trio.aclose_forcefully(self._stream)
 
-    # --- registration ------------------------------------------------------------------------
-
-    async def _register(self) -> Member | None:
-        with trio.move_on_after(self._limits.registration_timeout):
-            codec = self._initial_codec or await sniff_codec(self._stream, self._limits)
-            if codec is None:
-                return None
-            self._codec = self._writer.codec = codec
-            self._reader = EventReader(self._stream, codec, self._limits)
-            if self._fixed_name is not None:
-                try:
-                    return self._join(self._fixed_name, None)
-                except (InvalidName, NameTaken) as error:
-                    await self._writer.send_direct(Notice(str(error), is_error=True))
-                    return None
-            while True:
-                try:
-                    event = await self._reader.next_event()
-                except RemoteProtocolError as error:
-                    await self._writer.send_direct(Notice(str(error), is_error=True))
-                    if not error.recoverable:
-                        return None
-                    continue
-                if event is None:
-                    return None
-                if isinstance(event, Leave):
-                    await self._writer.send_direct(Goodbye(""))
-                    return None
-                if not isinstance(event, Hello):
-                    await self._writer.send_direct(
-                        Notice("Send your nickname first", is_error=True)
-                    )
-                    continue
-                try:
-                    return self._join(event.name, event.client_id, event.file_port)
-                except (InvalidName, NameTaken) as error:
-                    await self._writer.send_direct(Notice(str(error), is_error=True))
-        with trio.move_on_after(self._limits.close_grace):
-            await self._writer.send_direct(
-                Notice("Timed out waiting for a nickname", is_error=True)
-            )
-        return None
-
-    def _join(self, name: str, client_id: str | None, file_port: int | None = None) -> Member:
+    def _new_member(self, name: str, client_id: str | None, file_port: int | None) -> Member:
         ip, port = self._peer
-        member = Member(
+        return Member(
             name=name,
             ip=ip,
             port=port,
@@ -195,21 +140,10 @@ class ChatSession:
             client_id=client_id or "-",
             file_port=file_port,
         )
-        self._room.join(member)
-        self._member = member
-        self._codec.name_accepted()
-        # Queued in the same synchronous step as the join, so it precedes every broadcast.
-        # Only the JSON dialect shows the roster, and only its first names: copying every
-        # name for every join would make N joins cost N squared.
-        roster = (
-            self._room.names(limit=WELCOME_ROSTER) if self._codec.dialect is Dialect.JSON else []
-        )
-        member.deliver_nowait(Delivery(Welcome(name, tuple(roster))))
-        return member
 
     # --- chatting ----------------------------------------------------------------------------
 
-    async def _chat(self, member: Member) -> None:
+    async def _chat(self, member: Member, reader: EventReader) -> None:
         self._counter.opened()
         try:
             # The reader runs in the nursery's own body rather than a third task: the same
@@ -217,11 +151,11 @@ class ChatSession:
             # less per idle connection.
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop)
-                await self._read_loop(member)
+                await self._read_loop(member, reader)
         finally:
             self._counter.closed()
 
-    async def _read_loop(self, member: Member) -> None:
+    async def _read_loop(self, member: Member, reader: EventReader) -> None:
         dispatched = 0
         with self._reader_scope:
             try:
@@ -233,7 +167,7 @@ class ChatSession:
                         dispatched = 0
                         await trio.lowlevel.checkpoint()
                     try:
-                        event = await self._next_event()
+                        event = await self._next_event(reader)
                     except RemoteProtocolError as error:
                         if not error.recoverable:
                             self.finish(Notice(str(error), is_error=True))
@@ -247,57 +181,17 @@ class ChatSession:
                     if event is None:
                         self.finish(None)
                         return
-                    if isinstance(event, Say) and self._bucket is not None:
-                        await self._wait_for_token(member)
-                    self._dispatch(member, event)
+                    await self._commands.handle(member, event)
                     dispatched += 1
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.finish(None)
 
-    async def _next_event(self) -> ClientEvent | None:
+    async def _next_event(self, reader: EventReader) -> ClientEvent | None:
         """The next event, within the idle timeout if there is one (TooSlowError past it)."""
         if not self._limits.idle_timeout:
-            return await self._reader.next_event()
+            return await reader.next_event()
         with trio.fail_after(self._limits.idle_timeout):
-            return await self._reader.next_event()
-
-    async def _wait_for_token(self, member: Member) -> None:
-        """Hold the reader until the member's rate allows another message."""
-        assert self._bucket is not None
-        wait = self._bucket.delay(trio.current_time())
-        if wait <= 0:
-            self._throttled = False
-            return
-        if not self._throttled:
-            self._throttled = True
-            self._room.tell(
-                member,
-                f"Slow down: at most {self._bucket.rate:g} messages per second; "
-                "your messages are being delayed, none is lost",
-            )
-        await trio.sleep(wait)
-
-    def _dispatch(self, member: Member, event: ClientEvent) -> None:
-        if isinstance(event, Say):
-            if event.nickname is not None and name_key(event.nickname) != name_key(member.name):
-                self._room.tell(
-                    member,
-                    f"Nickname {event.nickname!r} is not yours: you joined as {member.name!r}",
-                    is_error=True,
-                )
-                return
-            self._room.broadcast(member, event.text, event.timestamp, received_at=now_display())
-        elif isinstance(event, Leave):
-            self.finish(Goodbye(member.name))
-        elif isinstance(event, Who):
-            self._room.tell(member, "Members: " + ", ".join(self._room.names()))
-        elif isinstance(event, Hello):
-            self._room.tell(member, f"You already joined as {member.name}", is_error=True)
-        elif isinstance(event, FileRequest):
-            if self._on_file_request is None:
-                self._room.tell(member, "File transfer is not available here", is_error=True)
-            else:
-                self._on_file_request(member, event)
+            return await reader.next_event()
 
     async def _write_loop(self) -> None:
         await self._writer.serve()

@@ -1,0 +1,102 @@
+"""A new TCP connection's first moments: its dialect from the first bytes, then a name.
+
+:func:`register` ends with the member in the room and its welcome queued, or with nothing
+(the peer left, sent no acceptable name in time, or broke the protocol), having told the peer
+why in its own dialect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from triochat.events import Dialect, Goodbye, Hello, Leave, Notice, Welcome
+from triochat.room import Delivery, Member, NameTaken, Room
+from triochat.server.config import ServerConfig
+from triochat.server.reader import EventReader, ServerCodec, sniff_codec
+from triochat.server.writer import MemberWriter
+from triochat.text import InvalidName
+from triochat.wire.common import RemoteProtocolError
+
+WELCOME_ROSTER = 100
+"""Most member names a JSON ``welcome`` lists."""
+
+MemberFactory = Callable[[str, str | None, int | None], Member]
+"""Makes the member for an accepted (name, client id, file port)."""
+
+
+async def register(
+    stream: trio.abc.ReceiveStream,
+    codec: ServerCodec | None,
+    writer: MemberWriter,
+    room: Room,
+    config: ServerConfig,
+    new_member: MemberFactory,
+    *,
+    fixed_name: str | None = None,
+) -> tuple[Member, EventReader] | None:
+    """Find the dialect (unless ``codec`` is given), then join the room under a name.
+
+    ``fixed_name`` joins without asking (port-tagged members). Sets ``writer.codec`` once the
+    dialect is known. Returns the member and the reader to go on with.
+    """
+    with trio.move_on_after(config.registration_timeout):
+        codec = codec or await sniff_codec(stream, config)
+        if codec is None:
+            return None
+        writer.codec = codec
+        reader = EventReader(stream, codec, config)
+        member = await _take_a_name(reader, writer, room, new_member, fixed_name)
+        return None if member is None else (member, reader)
+    with trio.move_on_after(config.close_grace):
+        await writer.send_direct(Notice("Timed out waiting for a nickname", is_error=True))
+    return None
+
+
+async def _take_a_name(
+    reader: EventReader,
+    writer: MemberWriter,
+    room: Room,
+    new_member: MemberFactory,
+    fixed_name: str | None,
+) -> Member | None:
+    codec = writer.codec
+    if fixed_name is not None:
+        try:
+            return admit(room, new_member(fixed_name, None, None), codec)
+        except (InvalidName, NameTaken) as error:
+            await writer.send_direct(Notice(str(error), is_error=True))
+            return None
+    while True:
+        try:
+            event = await reader.next_event()
+        except RemoteProtocolError as error:
+            await writer.send_direct(Notice(str(error), is_error=True))
+            if not error.recoverable:
+                return None
+            continue
+        if event is None:
+            return None
+        if isinstance(event, Leave):
+            await writer.send_direct(Goodbye(""))
+            return None
+        if not isinstance(event, Hello):
+            await writer.send_direct(Notice("Send your nickname first", is_error=True))
+            continue
+        try:
+            return admit(room, new_member(event.name, event.client_id, event.file_port), codec)
+        except (InvalidName, NameTaken) as error:
+            await writer.send_direct(Notice(str(error), is_error=True))
+
+
+def admit(room: Room, member: Member, codec: ServerCodec) -> Member:
+    """Join ``member`` and queue its welcome; raises InvalidName or NameTaken."""
+    room.join(member)
+    codec.name_accepted()
+    # Queued in the same synchronous step as the join, so it precedes every broadcast.
+    # Only the JSON dialect shows the roster, and only its first names: copying every name
+    # for every join would make N joins cost N squared.
+    roster = room.names(limit=WELCOME_ROSTER) if codec.dialect is Dialect.JSON else []
+    member.deliver_nowait(Delivery(Welcome(member.name, tuple(roster))))
+    return member
