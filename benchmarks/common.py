@@ -1,4 +1,5 @@
-"""Shared benchmark plumbing: free ports, /proc figures, the servers under test, result files.
+"""Shared benchmark plumbing: free ports, /proc figures, the servers under test, result files,
+the command-line options every benchmark has.
 
 Every server is started by us on a free 127.0.0.1 port and stopped by its PID only. Figures
 that survive a busy two-core machine are preferred: CPU time (utime + stime from
@@ -7,7 +8,9 @@ that survive a busy two-core machine are preferred: CPU time (utime + stime from
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -20,14 +23,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "benchmarks"
 NAIVE_SERVER = BENCH_DIR / "baselines" / "naive_chat_server.py"
-VARIANT_SERVER = BENCH_DIR / "triochat_variant.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"
 
@@ -156,6 +158,9 @@ class ServerSpec:
         argv: the command line for a port and a scratch directory.
         needs: programs that must be on PATH.
         note: a remark for the results (how it was configured).
+        prepare: writes what the server needs into its scratch directory (a config file).
+        stop_grace: seconds between SIGTERM and SIGKILL (a profiler needs long to write).
+        env: extra environment variables.
     """
 
     key: str
@@ -166,6 +171,7 @@ class ServerSpec:
     note: str = ""
     prepare: Callable[[int, Path], None] | None = None
     stop_grace: float = 5.0
+    env: dict[str, str] = field(default_factory=dict)
 
 
 NGIRCD_CONF = """\
@@ -207,52 +213,66 @@ def _write_ngircd_conf(port: int, scratch: Path, penalties: bool = False) -> Non
     (scratch / "ngircd.conf").write_text(text)
 
 
-def triochat_spec() -> ServerSpec:
-    """triochat as users run it: ``ChatServer.py <port> --host 127.0.0.1 --no-udp``."""
-    return ServerSpec(
-        "triochat",
-        "triochat",
-        "line",
-        lambda port, _: [
-            sys.executable,
-            str(ROOT / "ChatServer.py"),
-            str(port),
-            "--host",
-            HOST,
-            "--no-udp",
-        ],
-        note="ChatServer.py --host 127.0.0.1 --no-udp; console lines to /dev/null",
-    )
+def chat_server_argv(tree: Path, port: int) -> list[str]:
+    """``ChatServer.py <port> --host 127.0.0.1 --no-udp`` from the checkout ``tree``."""
+    return [sys.executable, str(tree / "ChatServer.py"), str(port), "--host", HOST, "--no-udp"]
 
 
-def before_spec(tree: Path) -> ServerSpec:
-    """triochat from another checkout (``git worktree add /tmp/before <commit>``), run the same
-    way as :func:`triochat_spec`: before/after figures from one run, on one machine."""
+def triochat_spec(tree: Path | None = None) -> ServerSpec:
+    """triochat as users run it; with ``tree``, from another checkout (``git worktree add
+    /tmp/before <commit>``) run the same way: before/after figures from one run, one machine."""
+    if tree is None:
+        return ServerSpec(
+            "triochat",
+            "triochat",
+            "line",
+            lambda port, _: chat_server_argv(ROOT, port),
+            note="ChatServer.py --host 127.0.0.1 --no-udp; console lines to /dev/null",
+        )
     return ServerSpec(
         "triochat-before",
         "triochat (before)",
         "line",
-        lambda port, _: [
-            sys.executable,
-            str(tree / "ChatServer.py"),
-            str(port),
-            "--host",
-            HOST,
-            "--no-udp",
-        ],
+        lambda port, _: chat_server_argv(tree, port),
         note=f"{tree}/ChatServer.py (the script's own directory comes first on sys.path)",
     )
 
 
 def variant_spec(key: str, label: str, *flags: str) -> ServerSpec:
-    """triochat with one lever switched off (see ``triochat_variant.py``)."""
+    """triochat with one lever switched off (see ``benchmarks/triochat_variant.py``)."""
     return ServerSpec(
         key,
         label,
         "line",
-        lambda port, _: [sys.executable, str(VARIANT_SERVER), str(port), *flags],
-        note="triochat_variant.py " + " ".join(flags),
+        lambda port, _: [sys.executable, "-m", "benchmarks.triochat_variant", str(port), *flags],
+        note="python -m benchmarks.triochat_variant " + " ".join(flags),
+        env={"PYTHONPATH": str(ROOT)},
     )
+
+
+def profiled(spec: ServerSpec, report: Path) -> ServerSpec:
+    """``spec`` (a Python server) run under pyinstrument, which writes a text report."""
+
+    def argv(port: int, scratch: Path) -> list[str]:
+        command = spec.argv(port, scratch)
+        return [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(report), *command[1:]]
+
+    return replace(
+        spec,
+        key="triochat-profiled",
+        label="triochat under pyinstrument",
+        argv=argv,
+        stop_grace=120.0,
+    )
+
+
+def pyinstrument_missing() -> str | None:
+    """Why a ``--profile`` run cannot happen here, or ``None`` (also said on stderr)."""
+    if importlib.util.find_spec("pyinstrument") is not None:
+        return None
+    why = "pyinstrument is not installed (pip install pyinstrument, or the bench extra)"
+    say(f"skipping the profile: {why}")
+    return why
 
 
 def naive_spec() -> ServerSpec:
@@ -314,7 +334,6 @@ class RunningServer:
     scratch: Path
     log: IO[bytes]
     started_rss_kib: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -335,21 +354,16 @@ class RunningServer:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines the server wrote to stderr (and stdout, for the references)."""
-        self.log.flush()
-        try:
-            text = Path(self.log.name).read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
     def log_text(self) -> str:
+        """What the server wrote to stderr (and stdout, for the references)."""
         self.log.flush()
         try:
             return Path(self.log.name).read_text(errors="replace")
         except OSError:
             return ""
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def stop(self) -> None:
         """Stop it by PID (SIGTERM, then SIGKILL) and remove its scratch directory."""
@@ -376,7 +390,7 @@ def start_server(spec: ServerSpec, quiet_stdout: bool = True) -> RunningServer:
         stdout=stdout,
         stderr=log,
         cwd=scratch,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **spec.env},
     )
     server = RunningServer(spec, process, port, scratch, log)
     try:
@@ -389,62 +403,75 @@ def start_server(spec: ServerSpec, quiet_stdout: bool = True) -> RunningServer:
     return server
 
 
-def available(spec: ServerSpec) -> str | None:
-    """``None`` when ``spec`` can run here, else why not."""
-    missing = [program for program in spec.needs if shutil.which(program) is None]
-    if missing:
-        return f"{', '.join(missing)} not installed"
-    return None
+PACKAGES = {"ncat": "ncat", "ngircd": "ngircd", "socat": "socat"}
+"""The Debian/Ubuntu package of each reference program (the benchmarks never install them)."""
 
 
-DEBIAN_PACKAGES = {"ncat": "ncat", "ngircd": "ngircd", "socat": "socat"}
+def missing(*programs: str) -> str | None:
+    """``None`` when every program is on PATH, else what is missing and what to install."""
+    absent = [program for program in programs if shutil.which(program) is None]
+    if not absent:
+        return None
+    packages = " ".join(PACKAGES.get(program, program) for program in absent)
+    return f"{', '.join(absent)} not installed (install it: apt-get install {packages})"
 
 
-def ensure_packages(programs: Sequence[str], log: Callable[[str], None] = print) -> dict[str, str]:
-    """Install missing reference programs from Debian's packages when we can (root + apt).
-
-    Returns:
-        program -> why it is unavailable, for every program that is still missing.
-    """
-    missing = [p for p in programs if shutil.which(p) is None]
-    if not missing:
-        return {}
-    packages = sorted({DEBIAN_PACKAGES[p] for p in missing if p in DEBIAN_PACKAGES})
-    if packages and os.geteuid() == 0 and shutil.which("apt-get"):
-        log(f"installing {' '.join(packages)} with apt-get ...")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        command = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
-        result = subprocess.run(command, env=env, capture_output=True, timeout=600)
-        if result.returncode != 0:
-            subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
-            subprocess.run(command, env=env, capture_output=True, timeout=600)
-    reasons: dict[str, str] = {}
-    for program in missing:
-        if shutil.which(program) is None:
-            reasons[program] = (
-                f"{program} is not installed and could not be installed "
-                "(needs root and apt-get; package " + DEBIAN_PACKAGES.get(program, program) + ")"
-            )
-    return reasons
-
-
-def runnable_servers(
-    specs: Sequence[ServerSpec], *, install: bool
-) -> tuple[list[ServerSpec], dict[str, str]]:
-    """The servers that can run here (installing their Debian packages first when ``install``),
-    and why each of the others is skipped (also said on stderr)."""
+def runnable_servers(specs: Sequence[ServerSpec]) -> tuple[list[ServerSpec], dict[str, str]]:
+    """The servers that can run here, and why each of the others is skipped (said on stderr)."""
     skipped: dict[str, str] = {}
-    if install:
-        skipped.update(ensure_packages([p for s in specs for p in s.needs], log=say))
     runnable = []
     for spec in specs:
-        reason = available(spec)
+        reason = missing(*spec.needs)
         if reason:
             skipped[spec.key] = reason
             say(f"skipping {spec.label}: {reason}")
         else:
             runnable.append(spec)
     return runnable, skipped
+
+
+def chosen_servers(
+    specs: list[ServerSpec], args: argparse.Namespace
+) -> tuple[list[ServerSpec], dict[str, str]]:
+    """The ``--servers`` subset of ``specs``, with ``--before`` second, that can run here."""
+    if args.servers:
+        specs = [s for s in specs if s.key in args.servers.split(",")]
+    if getattr(args, "before", None) is not None:
+        specs.insert(1, triochat_spec(args.before.resolve()))
+    return runnable_servers(specs)
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def doc_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser whose ``--help`` is the module docstring: its first paragraph, then the rest."""
+    first, _, rest = (doc or "").partition("\n\n")
+    return argparse.ArgumentParser(
+        description=first, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def base_parser(
+    doc: str | None, servers: str = "", before: bool = False
+) -> argparse.ArgumentParser:
+    """The options every benchmark that writes ``results/<name>.json`` has."""
+    parser = doc_parser(doc)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--profile", action="store_true", help="also profile triochat")
+    parser.add_argument("--out-dir", type=Path, default=BENCH_DIR, help="where results/ go")
+    parser.add_argument("--no-report", action="store_true", help="do not rewrite RESULTS.md")
+    # Kept so that older command lines still work: nothing is ever installed now.
+    parser.add_argument("--no-install", action="store_true", help=argparse.SUPPRESS)
+    if servers:
+        parser.add_argument("--servers", help=f"comma-separated: {servers}")
+    if before:
+        parser.add_argument(
+            "--before",
+            type=Path,
+            help="also run triochat from this checkout of an earlier commit (before/after)",
+        )
+    return parser
 
 
 # --- results ----------------------------------------------------------------------------------

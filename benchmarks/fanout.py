@@ -2,20 +2,23 @@
 
 For each scenario and each server (triochat, the naive threaded baseline, ``ncat --chat``,
 ngIRCd) a fresh server starts on a free 127.0.0.1 port; load-generator worker processes
-(``loadgen.py``) connect the clients, wait until every one is registered, then the senders
-send. Reported: deliveries/s, the server's CPU microseconds per delivery (utime + stime from
-/proc over the active phase: the least noisy figure on a shared machine), one-way latency
-p50/p99, lost / duplicated / out-of-order deliveries, the server's peak RSS, and how busy the
-server and the load generator were (so a generator-bound run says so).
+(``benchmarks/loadgen.py``) connect the clients, wait until every one is registered, then
+the senders send. Reported: deliveries/s, the server's CPU microseconds per delivery (utime +
+stime from /proc over the active phase: the least noisy figure on a shared machine), one-way
+latency p50/p99, lost / duplicated / out-of-order deliveries, the server's peak RSS, and how
+busy the server and the load generator were (so a generator-bound run says so).
 
-    python benchmarks/fanout.py            # every scenario, about 6 minutes
-    python benchmarks/fanout.py --quick    # smaller sizes, about 3 minutes
-    python benchmarks/fanout.py --profile  # also profile triochat at N=100 with pyinstrument
+    python -m benchmarks.fanout                      # every scenario, about 6 minutes
+    python -m benchmarks.fanout --quick              # smaller sizes, about 3 minutes
+    python -m benchmarks.fanout --profile            # also profile triochat at N=100 (pyinstrument)
+    python -m benchmarks.fanout --before /tmp/before # also triochat from an earlier checkout
+    python -m benchmarks.fanout --servers triochat,naive --scenarios n100,paced
+
+A reference that is not installed (ncat, ngircd) is skipped, with what to install on stderr.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import queue
 import subprocess
@@ -24,17 +27,13 @@ import tempfile
 import threading
 import time
 from array import array
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import common
 from benchmarks.common import RunningServer, ServerSpec, say
 
-LOADGEN = common.BENCH_DIR / "loadgen.py"
 WINDOW = 16
 """Messages per sender in flight in the pipelined scenarios (sent, not yet seen by a receiver)."""
 
@@ -178,7 +177,7 @@ def scenarios(size: str) -> list[Scenario]:
 
 
 def lever_variants() -> list[ServerSpec]:
-    """triochat with one lever off each (``triochat_variant.py``), run on N=100 pipelined."""
+    """triochat with one lever off each (``benchmarks/triochat_variant.py``), on N=100 pipelined."""
     return [
         common.variant_spec("trio-nofastpath", "triochat, no flusher fast path", "--no-fast-path"),
         common.variant_spec("trio-nocoalesce", "triochat, one write per message", "--no-coalesce"),
@@ -199,7 +198,8 @@ class WorkerProcess:
         self.index = index
         self.log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, str(LOADGEN)],
+            [sys.executable, "-m", "benchmarks.loadgen"],
+            cwd=common.ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -457,78 +457,35 @@ def _summarise(
 # --- the whole benchmark ----------------------------------------------------------------------
 
 
-def server_specs(wanted: list[str] | None) -> list[ServerSpec]:
-    specs = [
+def server_specs() -> list[ServerSpec]:
+    return [
         common.triochat_spec(),
         common.naive_spec(),
         common.ncat_spec(),
         common.ngircd_spec(),
         common.ngircd_penalties_spec(),
     ]
-    if wanted:
-        specs = [s for s in specs if s.key in wanted]
-    return specs
 
 
 def run_profile(out_dir: Path, scenario: Scenario, scratch: Path) -> dict[str, Any]:
     """Profile triochat's server on ``scenario`` with pyinstrument; save the text report."""
-    try:
-        import pyinstrument  # noqa: F401
-    except ImportError:
-        return {"skipped": "pyinstrument is not installed (pip install pyinstrument)"}
+    why = common.pyinstrument_missing()
+    if why:
+        return {"skipped": why}
     report = common.results_dir(out_dir) / "profile_fanout_n100.txt"
-    html = common.results_dir(out_dir) / "profile_fanout_n100.html"
-    base = common.triochat_spec()
-
-    def argv(port: int, scratch_dir: Path) -> list[str]:
-        command = base.argv(port, scratch_dir)
-        return [
-            sys.executable,
-            "-m",
-            "pyinstrument",
-            "--renderer",
-            "text",
-            "--outfile",
-            str(report),
-            *command[1:],
-        ]
-
-    spec = replace(
-        base,
-        key="triochat-profiled",
-        label="triochat under pyinstrument",
-        argv=argv,
-        stop_grace=120.0,
-    )
-    row = run_one(spec, scenario, scratch)
-    del html
+    row = run_one(common.profiled(common.triochat_spec(), report), scenario, scratch)
     return {"row": row, "report": str(report.relative_to(out_dir))}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (about 3 minutes)")
+    parser = common.base_parser(__doc__, servers="triochat,naive,ncat,ngircd", before=True)
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke-test sizes")
-    parser.add_argument("--servers", help="comma-separated: triochat,naive,ncat,ngircd")
     parser.add_argument("--scenarios", help="comma-separated scenario keys")
     parser.add_argument("--no-levers", action="store_true", help="skip the triochat lever runs")
-    parser.add_argument("--profile", action="store_true", help="profile triochat at N=100")
-    parser.add_argument("--no-install", action="store_true", help="never apt-get install")
-    parser.add_argument("--out-dir", type=Path, default=common.BENCH_DIR)
-    parser.add_argument("--no-report", action="store_true", help="do not rewrite RESULTS.md")
-    parser.add_argument(
-        "--before",
-        type=Path,
-        help="also run triochat from this checkout of an earlier commit (before/after)",
-    )
     args = parser.parse_args(argv)
     common.raise_nofile()
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
-    wanted = args.servers.split(",") if args.servers else None
-    specs = server_specs(wanted)
-    if args.before is not None:
-        specs.insert(1, common.before_spec(args.before.resolve()))
-    runnable, skipped = common.runnable_servers(specs, install=not args.no_install)
+    runnable, skipped = common.chosen_servers(server_specs(), args)
     chosen = scenarios(size)
     if args.scenarios:
         keys = args.scenarios.split(",")
@@ -536,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "benchmark": "fanout",
         "size": size,
-        "command": "python benchmarks/fanout.py" + (" --quick" if args.quick else ""),
+        "command": "python -m benchmarks.fanout" + (" --quick" if args.quick else ""),
         "machine": common.machine_info(),
         "servers": {s.key: {"label": s.label, "note": s.note} for s in runnable},
         "skipped": skipped,

@@ -7,14 +7,16 @@ RSS (VmHWM) from /proc. In the same run the same bytes also go through socat
 writes them to disk as the requester does, and over one direct loopback connection (the
 ceiling: ``sendfile`` into a sink that discards).
 
-    python benchmarks/file_relay.py                  # 64 MiB and 1 GiB, writes RESULTS.md
-    python benchmarks/file_relay.py --quick          # 64 MiB only
-    python benchmarks/file_relay.py --size-mib 1024  # one size
+    python -m benchmarks.file_relay                  # 64 MiB and 1 GiB, writes RESULTS.md
+    python -m benchmarks.file_relay --quick          # 64 MiB only
+    python -m benchmarks.file_relay --size-mib 1024  # one size (--sizes-mib 64,256: several)
+    python -m benchmarks.file_relay --profile        # also profile the server relaying 256 MiB
+
+Without socat (apt-get install socat) the socat comparison is skipped, as stderr says.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
@@ -27,13 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from benchmarks import common
-from benchmarks.common import cpu_seconds, free_port, say, status_kib
+from benchmarks.common import ROOT, cpu_seconds, free_port, say, status_kib
 
-ROOT = Path(__file__).resolve().parent.parent
 BLOCK = 1024 * 1024
 SOCAT_BUFFER = 262144
 
@@ -129,8 +127,9 @@ class VerifyingSink:
 
 def run_socat(source: Path, expected: str, scratch: Path) -> dict[str, Any]:
     """The same bytes through ``socat -b 262144`` into a verifying sink."""
-    if shutil.which("socat") is None:
-        return {"skipped": "socat is not installed"}
+    why = common.missing("socat")
+    if why:
+        return {"skipped": why}
     sink = VerifyingSink(scratch / "socat-copy.bin")
     port = free_port()
     process = subprocess.Popen(
@@ -345,16 +344,9 @@ def describe(row: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = common.base_parser(__doc__)
     parser.add_argument("--size-mib", type=int, help="one size (MiB) instead of 64 and 1024")
     parser.add_argument("--sizes-mib", help="comma-separated sizes in MiB")
-    parser.add_argument("--quick", action="store_true", help="64 MiB only")
-    parser.add_argument("--no-install", action="store_true", help="never apt-get install socat")
-    parser.add_argument(
-        "--profile", action="store_true", help="also profile the server (pyinstrument), 256 MiB"
-    )
-    parser.add_argument("--out-dir", type=Path, default=common.BENCH_DIR)
-    parser.add_argument("--no-report", action="store_true", help="do not rewrite RESULTS.md")
     args = parser.parse_args(argv)
     if args.size_mib:
         sizes = [args.size_mib]
@@ -362,10 +354,14 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [int(x) for x in args.sizes_mib.split(",")]
     else:
         sizes = [64] if args.quick else [64, 1024]
-    skipped = {} if args.no_install else common.ensure_packages(["socat"], log=say)
+    skipped = {}
+    why = common.missing("socat")
+    if why:
+        skipped["socat"] = why
+        say(f"skipping the socat comparison: {why}")
     results: dict[str, Any] = {
         "benchmark": "file_relay",
-        "command": "python benchmarks/file_relay.py" + (" --quick" if args.quick else ""),
+        "command": "python -m benchmarks.file_relay" + (" --quick" if args.quick else ""),
         "machine": common.machine_info(),
         "skipped": skipped,
         "rows": [],
@@ -376,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         row = compare(size)
         results["rows"].append(row)
         print(describe(row), flush=True)
-    if args.profile:
+    if args.profile and not common.pyinstrument_missing():
         report_path = common.results_dir(args.out_dir) / "profile_file_relay.txt"
         say("profiling the triochat server relaying 256 MiB with pyinstrument ...")
         profiled = run(256, profile_to=report_path)

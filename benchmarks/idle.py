@@ -6,23 +6,22 @@ has none), and waits until every client has received a probe message (so every o
 is a registered member that has been written to once). After a one-second settle the server's
 VmRSS again: (RSS after - baseline) / N is the figure. The fd limit is raised first.
 
-    python benchmarks/idle.py            # 1,000 and 10,000 connections
-    python benchmarks/idle.py --quick    # 1,000 and 5,000
-    python benchmarks/idle.py --sizes 200
+    python -m benchmarks.idle                       # 1,000 and 10,000 connections
+    python -m benchmarks.idle --quick               # 1,000 and 5,000
+    python -m benchmarks.idle --sizes 200 --servers triochat,naive
+    python -m benchmarks.idle --before /tmp/before  # also triochat from an earlier checkout
+    python -m benchmarks.idle --profile             # also profile triochat's joins (pyinstrument)
+
+A reference that is not installed (ncat) is skipped, with what to install on stderr.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import common
 from benchmarks.common import ServerSpec, say
@@ -47,15 +46,8 @@ def wait_quiet(pid: int, limit_s: float = 30.0) -> float:
     return time.monotonic() - started
 
 
-def server_specs(wanted: list[str] | None) -> list[ServerSpec]:
-    specs = [
-        common.triochat_spec(),
-        common.naive_spec(),
-        common.ncat_spec(),
-    ]
-    if wanted:
-        specs = [s for s in specs if s.key in wanted]
-    return specs
+def server_specs() -> list[ServerSpec]:
+    return [common.triochat_spec(), common.naive_spec(), common.ncat_spec()]
 
 
 def run_one(spec: ServerSpec, count: int, scratch: Path) -> dict[str, Any]:
@@ -130,20 +122,12 @@ def run_one(spec: ServerSpec, count: int, scratch: Path) -> dict[str, Any]:
 
 def run_profile(out_dir: Path, count: int, scratch: Path) -> dict[str, Any]:
     """Connect ``count`` clients to triochat running under pyinstrument; save the report."""
-    try:
-        import pyinstrument  # noqa: F401
-    except ImportError:
-        return {"skipped": "pyinstrument is not installed (pip install pyinstrument)"}
+    why = common.pyinstrument_missing()
+    if why:
+        return {"skipped": why}
     report = common.results_dir(out_dir) / "profile_idle_joins.txt"
-    base = common.triochat_spec()
-
-    def argv(port: int, scratch_dir: Path) -> list[str]:
-        command = base.argv(port, scratch_dir)
-        return [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(report), *command[1:]]
-
-    spec = replace(base, key="triochat-profiled", argv=argv, stop_grace=120.0)
     say(f"profiling triochat while {count:,} clients join, with pyinstrument ...")
-    row = run_one(spec, count, scratch)
+    row = run_one(common.profiled(common.triochat_spec(), report), count, scratch)
     return {"row": row, "report": str(report.relative_to(out_dir)), "connections": count}
 
 
@@ -162,34 +146,18 @@ def describe(row: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="1,000 and 5,000 connections")
+    parser = common.base_parser(__doc__, servers="triochat,naive,ncat", before=True)
     parser.add_argument("--sizes", help="comma-separated connection counts")
-    parser.add_argument("--servers", help="comma-separated: triochat,naive,ncat")
-    parser.add_argument("--no-install", action="store_true", help="never apt-get install")
-    parser.add_argument(
-        "--profile", action="store_true", help="also profile triochat's joins (pyinstrument)"
-    )
-    parser.add_argument("--out-dir", type=Path, default=common.BENCH_DIR)
-    parser.add_argument("--no-report", action="store_true", help="do not rewrite RESULTS.md")
-    parser.add_argument(
-        "--before",
-        type=Path,
-        help="also run triochat from this checkout of an earlier commit (before/after)",
-    )
     args = parser.parse_args(argv)
     limit = common.raise_nofile(65536)
     if args.sizes:
         sizes = [int(x) for x in args.sizes.split(",")]
     else:
         sizes = [1000, 5000] if args.quick else [1000, 10000]
-    specs = server_specs(args.servers.split(",") if args.servers else None)
-    if args.before is not None:
-        specs.insert(1, common.before_spec(args.before.resolve()))
-    runnable, skipped = common.runnable_servers(specs, install=not args.no_install)
+    runnable, skipped = common.chosen_servers(server_specs(), args)
     results: dict[str, Any] = {
         "benchmark": "idle",
-        "command": "python benchmarks/idle.py" + (" --quick" if args.quick else ""),
+        "command": "python -m benchmarks.idle" + (" --quick" if args.quick else ""),
         "machine": common.machine_info(),
         "fd_limit": limit,
         "sizes": sizes,

@@ -3,26 +3,22 @@
 Runs the real :class:`~triochat.server.session.ChatSession` in this process over N socket
 pairs (no load generator, no console), registers every member, lets the room settle, and
 compares two ``tracemalloc`` snapshots. The figure is Python heap only (no allocator slack),
-so it sits a little under the RSS per connection that ``idle.py`` measures; it says which
+so it sits a little under the RSS per connection that ``benchmarks.idle`` measures; it says which
 parts of the stack the memory belongs to, which RSS cannot.
 
-    python benchmarks/idle_breakdown.py            # 2,000 members, top 15 files
-    python benchmarks/idle_breakdown.py --members 500 --by lineno
+    python -m benchmarks.idle_breakdown            # 2,000 members, top 15 files
+    python -m benchmarks.idle_breakdown --members 500 --by lineno
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import sys
 import tracemalloc
 from pathlib import Path
 
 import trio
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from benchmarks import common
 from triochat.room import Room
 from triochat.server.config import ServerConfig
 from triochat.server.session import ChatSession, SessionCounter
@@ -79,7 +75,7 @@ async def measure(members: int, group_by: str, top: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.doc_parser(__doc__)
     parser.add_argument("--members", type=int, default=2000)
     parser.add_argument("--by", choices=["filename", "lineno"], default="filename")
     parser.add_argument("--top", type=int, default=15)

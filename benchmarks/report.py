@@ -1,9 +1,13 @@
 """Turns ``results/*.json`` into ``RESULTS.md`` (tables, targets, ratios) and PNG plots.
 
 Every benchmark command calls :func:`write_report` when it finishes, so ``RESULTS.md`` always
-shows the latest result of each benchmark; ``run_all.py`` runs all of them in one go.
+shows the latest result of each benchmark; ``python -m benchmarks.run_all`` runs all of them.
+The results are not in git: a benchmark whose ``results/<name>.json`` is missing gets a line
+saying so (and how to make it) instead of its section. Plots need matplotlib (the ``bench``
+extra); without it RESULTS.md is written without them.
 
-    python benchmarks/report.py   # rebuild RESULTS.md and the plots from the saved results
+    python -m benchmarks.report            # rebuild benchmarks/RESULTS.md and plots/
+    python -m benchmarks.report OUT_DIR    # the same from OUT_DIR/results (--out-dir runs)
 """
 
 from __future__ import annotations
@@ -15,9 +19,6 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import common
 
@@ -411,98 +412,93 @@ def make_plots(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        common.say("plots not drawn: matplotlib is not installed (pip install -e '.[bench]')")
         return {}
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     made: dict[str, str] = {}
+
+    def bars(
+        name: str,
+        groups: list[str],
+        series: dict[str, list[float]],
+        ylabel: str,
+        title: str,
+        *,
+        size: tuple[float, float] = (8, 4),
+        log: bool = False,
+        target: float | None = None,
+    ) -> None:
+        """One grouped bar chart: a bar per series in each group."""
+        figure, axes = plt.subplots(figsize=size)
+        width = 0.8 / max(1, len(series))
+        for index, (label, values) in enumerate(series.items()):
+            axes.bar([i + index * width for i in range(len(groups))], values, width, label=label)
+        if target is not None:
+            axes.axhline(target, color="red", linestyle="--", label=f"target {target:g} KiB")
+        axes.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
+        axes.set_xticklabels(groups)
+        if log:
+            axes.set_yscale("log")
+        axes.set_ylabel(ylabel)
+        axes.legend()
+        axes.set_title(title)
+        figure.tight_layout()
+        path = plots_dir / f"{name}.png"
+        figure.savefig(path, dpi=90)
+        plt.close(figure)
+        made[name] = str(path.relative_to(out_dir))
+
+    nan = float("nan")
     if fanout and fanout.get("rows"):
         agg = aggregate(fanout["rows"])
-        scenario_keys = [s["key"] for s in fanout["scenarios"] if not s.get("servers")]
+        keys = [s["key"] for s in fanout["scenarios"] if not s.get("servers")]
         servers = [s for s in SERVER_ORDER if any(k[1] == s for k in agg)]
-        for metric, name, ylabel, log in (
-            ("server_us_per_delivery", "fanout_cpu", "server CPU µs per delivery", True),
-            ("latency_p99_ms", "fanout_p99", "one-way latency p99 (ms)", True),
-            ("deliveries_per_s", "fanout_rate", "deliveries per second", True),
+        for metric, name, ylabel in (
+            ("server_us_per_delivery", "fanout_cpu", "server CPU µs per delivery"),
+            ("latency_p99_ms", "fanout_p99", "one-way latency p99 (ms)"),
+            ("deliveries_per_s", "fanout_rate", "deliveries per second"),
         ):
-            figure, axes = plt.subplots(figsize=(10, 4.5))
-            width = 0.8 / max(1, len(servers))
-            for index, server in enumerate(servers):
-                values = [
-                    agg.get((key, server), {}).get(metric, float("nan")) for key in scenario_keys
-                ]
-                positions = [i + index * width for i in range(len(scenario_keys))]
-                axes.bar(positions, values, width, label=server)
-            axes.set_xticks([i + 0.4 - width / 2 for i in range(len(scenario_keys))])
-            axes.set_xticklabels(scenario_keys)
-            axes.set_ylabel(ylabel)
-            if log:
-                axes.set_yscale("log")
-            axes.legend()
-            axes.set_title(
+            title = (
                 f"fan-out: {ylabel} (lower is better)"
                 if metric != "deliveries_per_s"
                 else "fan-out: deliveries per second (wall clock, shared machine)"
             )
-            figure.tight_layout()
-            path = plots_dir / f"{name}.png"
-            figure.savefig(path, dpi=90)
-            plt.close(figure)
-            made[name] = str(path.relative_to(out_dir))
+            series = {
+                server: [agg.get((key, server), {}).get(metric, nan) for key in keys]
+                for server in servers
+            }
+            bars(name, keys, series, ylabel, title, size=(10, 4.5), log=True)
     if idle and idle.get("rows"):
         rows = [r for r in idle["rows"] if "failed" not in r]
         sizes = sorted({r["connections"] for r in rows})
-        labels = list(dict.fromkeys(r["label"] for r in rows))
-        figure, axes = plt.subplots(figsize=(8, 4))
-        width = 0.8 / max(1, len(labels))
-        for index, label in enumerate(labels):
-            values = [
-                next(
-                    (
-                        r["kib_per_connection"]
-                        for r in rows
-                        if r["label"] == label and r["connections"] == size
-                    ),
-                    float("nan"),
-                )
-                for size in sizes
-            ]
-            axes.bar([i + index * width for i in range(len(sizes))], values, width, label=label)
-        axes.axhline(8, color="red", linestyle="--", label="target 8 KiB")
-        axes.set_xticks([i + 0.4 - width / 2 for i in range(len(sizes))])
-        axes.set_xticklabels([f"{s:,} connections" for s in sizes])
-        axes.set_ylabel("server RSS KiB per idle connection")
-        axes.legend()
-        axes.set_title("idle connections: memory per connection (lower is better)")
-        figure.tight_layout()
-        path = plots_dir / "idle_rss.png"
-        figure.savefig(path, dpi=90)
-        plt.close(figure)
-        made["idle_rss"] = str(path.relative_to(out_dir))
+        per_label: dict[str, dict[int, float]] = {}
+        for r in rows:
+            per_label.setdefault(r["label"], {}).setdefault(
+                r["connections"], r["kib_per_connection"]
+            )
+        bars(
+            "idle_rss",
+            [f"{s:,} connections" for s in sizes],
+            {label: [values.get(s, nan) for s in sizes] for label, values in per_label.items()},
+            "server RSS KiB per idle connection",
+            "idle connections: memory per connection (lower is better)",
+            target=8,
+        )
     if relay and relay.get("rows"):
         rows = relay["rows"]
-        figure, axes = plt.subplots(figsize=(8, 4))
-        sizes = [f"{r['size_mib']} MiB" for r in rows]
-        series = {
-            "triochat (verified end to end)": [r["triochat"]["relay_mb_s"] for r in rows],
-            "socat -b 262144 (verifying sink)": [
-                r["socat"].get("mb_s", float("nan")) for r in rows
-            ],
-            "direct loopback copy": [r["triochat"]["direct_mb_s"] for r in rows],
-        }
-        width = 0.8 / len(series)
-        for index, (label, values) in enumerate(series.items()):
-            axes.bar([i + index * width for i in range(len(rows))], values, width, label=label)
-        axes.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))])
-        axes.set_xticklabels(sizes)
-        axes.set_yscale("log")
-        axes.set_ylabel("MB/s")
-        axes.legend()
-        axes.set_title("file relay throughput (higher is better)")
-        figure.tight_layout()
-        path = plots_dir / "file_relay.png"
-        figure.savefig(path, dpi=90)
-        plt.close(figure)
-        made["file_relay"] = str(path.relative_to(out_dir))
+        bars(
+            "file_relay",
+            [f"{r['size_mib']} MiB" for r in rows],
+            {
+                "triochat (verified end to end)": [r["triochat"]["relay_mb_s"] for r in rows],
+                "socat -b 262144 (verifying sink)": [r["socat"].get("mb_s", nan) for r in rows],
+                "direct loopback copy": [r["triochat"]["direct_mb_s"] for r in rows],
+            },
+            "MB/s",
+            "file relay throughput (higher is better)",
+            log=True,
+        )
     return made
 
 
@@ -514,7 +510,8 @@ def profile_excerpt(out_dir: Path, relative: str | None, lines: int = 60) -> str
         return ""
     path = out_dir / relative
     if not path.exists():
-        return ""
+        common.say(f"report: {path} is missing; its excerpt is left out")
+        return f"(The profile report `{relative}` is missing.)"
     text = path.read_text(errors="replace").splitlines()
     body = [line for line in text if line.strip()][:lines]
     return "```text\n" + "\n".join(body) + "\n```"
@@ -542,33 +539,33 @@ def render(
 ) -> str:
     parts: list[str] = ["# triochat benchmarks: results", ""]
     parts.append(
-        "Generated by `benchmarks/report.py` from `benchmarks/results/*.json`. Every figure "
-        "below was measured on this machine with triochat and the references started side by "
-        "side, on free 127.0.0.1 ports, under the same load, in the same run; ratios compare "
-        "figures of that one run."
+        "Generated by `python -m benchmarks.report` from `benchmarks/results/*.json` (not in "
+        "git; this file and `plots/` are). Every figure below was measured on this machine "
+        "with triochat and the references started side by side, on free 127.0.0.1 ports, "
+        "under the same load, in the same run; ratios compare figures of that one run."
     )
     parts += [
         "",
         "## Reproduce",
         "",
         "```sh",
-        '.venv/bin/pip install -e ".[bench]"      # matplotlib (+ pyinstrument for --profile)',
-        "python benchmarks/run_all.py             # everything: about 7 min here; --quick ~4",
-        "python benchmarks/fanout.py [--quick] [--profile]",
-        "python benchmarks/idle.py [--quick]",
-        "python benchmarks/file_relay.py [--quick] [--profile]",
-        "python benchmarks/report.py              # rebuild this file from results/*.json",
+        'python -m pip install -e ".[bench]"      # matplotlib (+ pyinstrument for --profile)',
+        "python -m benchmarks.run_all             # everything: about 7 min here; --quick ~4",
+        "python -m benchmarks.fanout [--quick] [--profile] [--before DIR]",
+        "python -m benchmarks.idle [--quick] [--profile] [--before DIR]",
+        "python -m benchmarks.file_relay [--quick] [--profile]",
+        "python -m benchmarks.report              # rebuild this file from results/*.json",
         "```",
         "",
-        "Debian packages `ncat ngircd socat` are installed by the benchmarks themselves when "
-        "missing (as root with apt-get); a reference that cannot run is skipped with a note.",
+        "The references are Debian/Ubuntu packages: `apt-get install ncat ngircd socat`. The "
+        "benchmarks never install anything; a reference that is missing is skipped, with what "
+        "to install on stderr and a note here.",
         "",
         "Runs:",
         "",
     ]
-    for data in (fanout, idle, relay):
-        if data:
-            parts.append(f"- {machine_lines(data)}")
+    for name, results in (("fanout", fanout), ("idle", idle), ("file_relay", relay)):
+        parts.append(f"- {machine_lines(results) if results else name + ': ' + missing_note(name)}")
     parts += [
         "",
         "**A shared machine.** Two CPUs, and other people's tests run at the same time. Wall-"
@@ -588,12 +585,17 @@ def render(
         targets += relay_targets(relay)
     if targets:
         parts += ["## Targets", "", table(["target", "where we stand"], targets), ""]
-    if fanout:
-        parts += render_fanout(out_dir, fanout, plots)
-    if idle:
-        parts += render_idle(out_dir, idle, plots)
-    if relay:
-        parts += render_relay(out_dir, relay, plots)
+    for title, name, results, section in (
+        ("Fan-out", "fanout", fanout, render_fanout),
+        ("Idle connections", "idle", idle, render_idle),
+        ("File relay", "file_relay", relay, render_relay),
+    ):
+        if results:
+            parts += section(out_dir, results, plots)
+        else:
+            parts += [f"## {title}", "", missing_note(name).capitalize() + ".", ""]
+    if not plots:
+        parts += ["(No plots: matplotlib is not installed where this file was written.)", ""]
     return "\n".join(parts) + "\n"
 
 
@@ -688,13 +690,14 @@ def render_fanout(out_dir: Path, fanout: dict[str, Any], plots: dict[str, str]) 
         parts += [
             "### What each lever buys (triochat variants, N=100 pipelined)",
             "",
-            "`benchmarks/triochat_variant.py` starts the same server with one lever switched "
-            "off from the outside (no code in `triochat/` changes): `--no-fast-path` never "
-            "starts the room's flusher, so every delivery wakes the member's writer task; "
-            "`--no-coalesce` also sets `coalesce_bytes = 1`, one `send_all` per message; "
-            "`--no-encode-cache` encodes every message once per member; `--quiet-console` "
-            "drops the two console lines per message. Medians of the runs; the spread between "
-            "runs on this machine is about ±20%, so smaller differences are noise.",
+            "`python -m benchmarks.triochat_variant` starts the same server with one "
+            "`ServerConfig` lever switched off: `--no-fast-path` (`fast_path=False`) makes "
+            "every delivery wake the member's writer task; `--no-coalesce` also sets "
+            "`coalesce_bytes = 1`, one `send_all` per message; `--no-encode-cache` "
+            "(`encode_once=False`) encodes every message once per member; `--quiet-console` "
+            "(`log_messages=False`) drops the two console lines per message. Medians of the "
+            "runs; the spread between runs on this machine is about ±20%, so smaller "
+            "differences are noise.",
             "",
             levers,
             "",
@@ -777,7 +780,7 @@ def render_idle(out_dir: Path, idle: dict[str, Any], plots: dict[str, str]) -> l
     parts += [
         "### Where an idle member's memory goes",
         "",
-        "`python benchmarks/idle_breakdown.py` runs 2,000 real sessions in one process over "
+        "`python -m benchmarks.idle_breakdown` runs 2,000 real sessions in one process over "
         "socket pairs and compares `tracemalloc` snapshots: about 15 KB of Python heap per "
         "member (both socket ends included). Over two thirds of it is Trio's per-connection "
         "machinery, not triochat's data: the writer task and the suspended coroutine frames "
@@ -876,15 +879,39 @@ def render_relay(out_dir: Path, relay: dict[str, Any], plots: dict[str, str]) ->
     return parts
 
 
+RESULT_FILES = {
+    "fanout": "python -m benchmarks.fanout",
+    "idle": "python -m benchmarks.idle",
+    "file_relay": "python -m benchmarks.file_relay",
+}
+"""Each results file the report reads, and the command that writes it."""
+
+
+def missing_note(name: str) -> str:
+    return f"not measured in this run (no `results/{name}.json`; `{RESULT_FILES[name]}` writes it)"
+
+
 KEPT_SECTIONS = ("before-after", "soak")
 """Marked sections of ``RESULTS.md`` that a rebuild keeps as they are."""
 
 
-def write_report(out_dir: Path = common.BENCH_DIR) -> Path:
-    """Rebuild ``RESULTS.md`` and the plots under ``out_dir`` from its saved results."""
+def write_report(out_dir: Path = common.BENCH_DIR) -> Path | None:
+    """Rebuild ``RESULTS.md`` and the plots under ``out_dir`` from its saved results.
+
+    Returns ``None`` (and leaves RESULTS.md as it is) when there are no results at all.
+    """
     fanout = common.load_json(out_dir, "fanout")
     idle = common.load_json(out_dir, "idle")
     relay = common.load_json(out_dir, "file_relay")
+    if not (fanout or idle or relay):
+        common.say(
+            f"report: no results in {out_dir / 'results'}: RESULTS.md left as it is "
+            "(run python -m benchmarks.run_all first)"
+        )
+        return None
+    for name in RESULT_FILES:
+        if common.load_json(out_dir, name) is None:
+            common.say(f"report: {name}: {missing_note(name)}")
     plots = make_plots(out_dir, fanout, idle, relay)
     path = out_dir / "RESULTS.md"
     text = render(out_dir, fanout, idle, relay, plots)
@@ -902,4 +929,5 @@ def write_report(out_dir: Path = common.BENCH_DIR) -> Path:
 
 
 if __name__ == "__main__":
-    write_report(Path(sys.argv[1]) if len(sys.argv) > 1 else common.BENCH_DIR)
+    written = write_report(Path(sys.argv[1]) if len(sys.argv) > 1 else common.BENCH_DIR)
+    sys.exit(0 if written else 1)

@@ -1,7 +1,11 @@
 """Every benchmark in one run: fan-out, idle connections, file relay; then RESULTS.md and plots.
 
-python benchmarks/run_all.py            # the full set, about 7 minutes here
-python benchmarks/run_all.py --quick    # smaller sizes, about 4 minutes
+    python -m benchmarks.run_all                 # the full set, about 7 minutes here
+    python -m benchmarks.run_all --quick         # smaller sizes, about 4 minutes
+    python -m benchmarks.run_all --no-profile    # without the pyinstrument runs
+
+References that are not installed (ncat, ngircd, socat) are skipped; stderr says what to
+install (apt-get install ncat ngircd socat).
 """
 
 from __future__ import annotations
@@ -11,33 +15,29 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from benchmarks import common, fanout, file_relay, idle, report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = common.doc_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--no-profile", action="store_true", help="skip the pyinstrument runs")
-    parser.add_argument("--no-install", action="store_true", help="never apt-get install")
+    parser.add_argument("--no-install", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", type=Path, default=common.BENCH_DIR)
     args = parser.parse_args(argv)
-    common.ensure_packages([] if args.no_install else ["ncat", "ngircd", "socat"], log=common.say)
     shared = ["--out-dir", str(args.out_dir), "--no-report"]
     if args.quick:
         shared.append("--quick")
-    if args.no_install:
-        shared.append("--no-install")
-    profile = [] if args.no_profile else ["--profile"]
+    if not args.no_profile:
+        shared.append("--profile")
     started = time.monotonic()
-    common.say("== fan-out ==")
-    fanout.main([*shared, *profile])
-    common.say("== idle connections ==")
-    idle.main([*shared, *profile])
-    common.say("== file relay ==")
-    file_relay.main([*shared, *profile])
+    for title, benchmark in (
+        ("fan-out", fanout),
+        ("idle connections", idle),
+        ("file relay", file_relay),
+    ):
+        common.say(f"== {title} ==")
+        benchmark.main(shared)
     report.write_report(args.out_dir)
     common.say(f"all benchmarks took {time.monotonic() - started:.0f} s")
     return 0

@@ -11,15 +11,16 @@ keep memory it no longer needs.
 - Bad input (garbage, invalid UTF-8, over-long lines, malformed JSON, resets) is mixed in.
 - Server RSS is read at the start (after the watchers joined) and after everything left.
 
-    python benchmarks/soak.py --seconds 60
+    python -m benchmarks.soak --seconds 60
+    python -m benchmarks.soak --seconds 60 --results   # also into benchmarks/RESULTS.md
 
 Writes a summary to stdout and, with ``--results``, into benchmarks/RESULTS.md between the
-``<!-- soak:begin -->`` and ``<!-- soak:end -->`` markers.
+``<!-- soak:begin -->`` and ``<!-- soak:end -->`` markers. Exit status 1 when something was
+lost, duplicated or reordered, or a transfer failed.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -36,24 +37,12 @@ from pathlib import Path
 
 import trio
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+from benchmarks import common
+from benchmarks.common import BENCH_DIR, HOST, ROOT, free_port, status_kib
+
 MAX_CHURNERS_AT_ONCE = 20
 MESSAGES_PER_CHURNER = 5
 FILE_BYTES = 3 * 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
-def status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 @dataclass
@@ -315,13 +304,13 @@ def as_markdown(result: dict[str, object]) -> str:
         for key, value in result.items()
     )
     return (
-        f"Command: `python benchmarks/soak.py --seconds {result['seconds']:.0f}` "
+        f"Command: `python -m benchmarks.soak --seconds {result['seconds']:.0f}` "
         f"({time.strftime('%Y-%m-%d')}, 2-core machine)\n\n| figure | value |\n|---|---|\n{rows}\n"
     )
 
 
 def write_results(markdown: str) -> None:
-    path = ROOT / "benchmarks" / "RESULTS.md"
+    path = BENCH_DIR / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     begin, end = "<!-- soak:begin -->", "<!-- soak:end -->"
     block = f"{begin}\n## Soak\n\n{markdown}{end}"
@@ -333,7 +322,7 @@ def write_results(markdown: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.doc_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--results", action="store_true", help="update benchmarks/RESULTS.md")
     args = parser.parse_args()

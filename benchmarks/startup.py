@@ -34,9 +34,9 @@ is repeated once untimed with stderr captured, to show why.
 Only 127.0.0.1 traffic. The Markdown table goes to stdout, progress to stderr; ``--json``
 writes every sample. Exit status 1 when some run never received the name.
 
-    python benchmarks/startup.py                    # 10 runs per mode and condition
-    python benchmarks/startup.py --runs 3 --modes line,reference
-    python benchmarks/startup.py --conditions idle --json /tmp/startup.json
+    python -m benchmarks.startup                    # 10 runs per mode and condition
+    python -m benchmarks.startup --runs 3 --modes line,reference
+    python -m benchmarks.startup --conditions idle --json /tmp/startup.json
 """
 
 from __future__ import annotations
@@ -59,8 +59,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+from benchmarks import common
+from benchmarks.common import HOST, ROOT, say
+from benchmarks.common import free_port as free_tcp_port
+
 NAME = "alice"
 TARGET_MS = {"idle": 250.0, "busy": 500.0}
 CONDITIONS = ("idle", "busy")
@@ -87,18 +89,6 @@ parent, deadline = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
 while os.getppid() == parent and time.monotonic() < deadline:
     pass
 """
-
-
-def say(text: str) -> None:
-    """Progress on stderr (stdout carries only the table)."""
-    print(text, file=sys.stderr, flush=True)
-
-
-def free_tcp_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def client_env() -> dict[str, str]:
@@ -543,7 +533,7 @@ def bytecode_note() -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = common.doc_parser(__doc__)
     parser.add_argument("--runs", type=int, default=10, help="timed runs per mode and condition")
     parser.add_argument(
         "--modes",

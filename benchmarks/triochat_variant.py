@@ -4,8 +4,10 @@ This launcher starts the same ``run_chat_server``; every lever is a real setting
 ``ServerConfig``. A flag whose setting does not exist in this version of triochat (a
 ``--before`` checkout) says so on stderr and exits 3 (the benchmark then reports it).
 
-    python benchmarks/triochat_variant.py <port> [--no-fast-path] [--no-coalesce]
+    python -m benchmarks.triochat_variant <port> [--no-fast-path] [--no-coalesce]
         [--no-encode-cache] [--quiet-console]
+
+It is a server for ``python -m benchmarks.fanout`` (which starts it), not a benchmark.
 
 --no-fast-path     ``ServerConfig(fast_path=False)``: every delivery wakes the member's
                    writer task, which sends what is queued (no flusher staging)
@@ -23,10 +25,6 @@ import argparse
 import dataclasses
 import sys
 from functools import partial
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trio
 

@@ -1,8 +1,8 @@
 """Each benchmark starts, runs on a tiny size and writes its results (never the real sizes).
 
 The benchmarks themselves never run in the test suite; these only check that every command
-still works end to end: triochat and the naive baseline, no package installs, a scratch
-output directory.
+(``python -m benchmarks.<name>``) still works end to end: triochat and the naive baseline, a
+scratch output directory, and a report that says which results are missing.
 """
 
 from __future__ import annotations
@@ -21,26 +21,28 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
 
 
-def run_benchmark(script: str, out_dir: Path, *args: str) -> dict[str, object]:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), "--out-dir", str(out_dir), *args],
+def run_module(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks.<name> ARGS`` from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *args],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
         cwd=ROOT,
         check=False,
     )
+
+
+def run_benchmark(name: str, out_dir: Path, *args: str) -> dict[str, object]:
+    result = run_module(name, "--out-dir", str(out_dir), *args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out_dir / "RESULTS.md").exists()
-    name = script.removesuffix(".py")
     data: dict[str, object] = json.loads((out_dir / "results" / f"{name}.json").read_text())
     return data
 
 
 def test_fanout_tiny(tmp_path: Path) -> None:
-    data = run_benchmark(
-        "fanout.py", tmp_path, "--tiny", "--servers", "triochat,naive", "--no-install"
-    )
+    data = run_benchmark("fanout", tmp_path, "--tiny", "--servers", "triochat,naive")
     rows = data["rows"]
     assert isinstance(rows, list)
     triochat = [r for r in rows if r["server"] == "triochat"]
@@ -53,35 +55,39 @@ def test_fanout_tiny(tmp_path: Path) -> None:
 
 
 def test_idle_tiny(tmp_path: Path) -> None:
-    data = run_benchmark(
-        "idle.py", tmp_path, "--sizes", "20", "--servers", "triochat,naive", "--no-install"
-    )
+    data = run_benchmark("idle", tmp_path, "--sizes", "20", "--servers", "triochat,naive")
     rows = data["rows"]
     assert isinstance(rows, list)
     assert [r["server"] for r in rows] == ["triochat", "naive"]
     for row in rows:
         assert row["registered"] == 20, row
+    # The report says which benchmarks have no results here, instead of leaving them out.
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "no `results/fanout.json`; `python -m benchmarks.fanout` writes it" in report
+
+
+def test_report_without_results_keeps_the_old_file(tmp_path: Path) -> None:
+    (tmp_path / "RESULTS.md").write_text("kept\n")
+    result = run_module("report", str(tmp_path))
+    assert result.returncode == 1
+    assert "no results in" in result.stderr
+    assert (tmp_path / "RESULTS.md").read_text() == "kept\n"
 
 
 def test_file_relay_tiny(tmp_path: Path) -> None:
-    data = run_benchmark("file_relay.py", tmp_path, "--sizes-mib", "2", "--no-install")
+    data = run_benchmark("file_relay", tmp_path, "--sizes-mib", "2")
     rows = data["rows"]
     assert isinstance(rows, list)
     (row,) = rows
     assert row["triochat"]["relay_mb_s"] > 0
     if "mb_s" in row["socat"]:
         assert row["socat"]["verified"] is True
+    else:  # skipped, never installed: what to install is said
+        assert "apt-get install socat" in row["socat"]["skipped"]
 
 
 def test_idle_breakdown_tiny() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "idle_breakdown.py"), "--members", "20"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=ROOT,
-        check=False,
-    )
+    result = run_module("idle_breakdown", "--members", "20")
     assert result.returncode == 0, result.stderr[-3000:]
     first, *sources = result.stdout.splitlines()
     assert first.startswith("20 members: "), first
@@ -90,18 +96,10 @@ def test_idle_breakdown_tiny() -> None:
 
 def test_startup_tiny(tmp_path: Path) -> None:
     out = tmp_path / "startup.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "startup.py"),
-            *("--runs", "1", "--warmup", "0", "--modes", "line,reference"),
-            *("--timeout", "8", "--json", str(out)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=ROOT,
-        check=False,
+    result = run_module(
+        "startup",
+        *("--runs", "1", "--warmup", "0", "--modes", "line,reference"),
+        *("--timeout", "8", "--json", str(out)),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "| line (seed 000) |" in result.stdout, result.stdout
@@ -121,7 +119,7 @@ def test_startup_tiny(tmp_path: Path) -> None:
 
 
 def busy_alive(pid: int) -> bool:
-    """Whether ``pid`` is still one of startup.py's spinning processes (not a reused PID)."""
+    """Whether ``pid`` is still one of the startup benchmark's spinning processes."""
     try:
         return b"getppid" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
