@@ -195,15 +195,26 @@ class Server:
         return peer
 
     async def wait_until(self, condition: object) -> None:
-        """Let the sessions run until ``condition()`` holds (bounded; with the autojump clock
-        the pause between looks is virtual time)."""
+        """Let the sessions run until ``condition()`` holds.
+
+        Every task runs until it blocks; if the condition still does not hold, only a
+        deadline can change anything, so the test must run on the autojump clock, where
+        letting time pass costs nothing (bounded by :data:`GUARD`, in virtual time).
+
+        Raises:
+            AssertionError: the condition needs time to pass and the clock is a real one.
+        """
         assert callable(condition)
         with trio.fail_after(GUARD):
-            while not condition():
+            while True:
                 await trio.testing.wait_all_tasks_blocked()
                 if condition():
                     return
-                await trio.sleep(0.01)
+                assert isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock), (
+                    "every task is blocked and the condition does not hold yet: "
+                    "it needs time to pass, so use the autojump_clock fixture"
+                )
+                await trio.sleep(0.01)  # virtual: autojumps to the next deadline or this one
 
     async def assert_room_works(self, members: list[Peer], label: str) -> None:
         """A newcomer joins and speaks; every member hears it next; the newcomer leaves."""

@@ -433,7 +433,8 @@ async def _read_all(chunks: list[bytes], pauses: list[bool], eof: bool) -> list[
         for chunk, pause in zip(chunks, itertools.cycle(pauses or [False]), strict=False):
             await client.send_all(chunk)
             if pause:
-                await trio.sleep(READER_LIMITS.idle_flush * 2)  # a quiet time: idle flush
+                # A quiet time, so the idle flush runs: virtual (trio.run gets a MockClock).
+                await trio.sleep(READER_LIMITS.idle_flush * 2)
         if eof:
             await client.send_eof()
 

@@ -66,7 +66,9 @@ async def test_taken_name_gets_a_reason_and_the_next_line_is_a_new_try() -> None
         await second.stream.aclose()
 
 
-async def test_json_objects_without_newlines_and_trickled_bytes() -> None:
+async def test_json_objects_without_newlines_and_trickled_bytes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     room = Room()
     async with serving(room) as (_, listener):
         await listener.send(b"listener\n")
@@ -167,7 +169,9 @@ async def test_unterminated_bytes_count_as_a_line_after_a_quiet_time(
         await unframed.stream.aclose()
 
 
-async def test_port_tagged_members_and_exit_echo() -> None:
+async def test_port_tagged_members_and_exit_echo(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     room = Room()
     async with trio.open_nursery() as nursery:
         peers = []
