@@ -205,14 +205,6 @@ NGIRCD_CONF = """\
 """
 
 
-def _write_ngircd_conf(port: int, scratch: Path, penalties: bool = False) -> None:
-    (scratch / "conf.d").mkdir(exist_ok=True)
-    text = NGIRCD_CONF.format(port=port, scratch=scratch)
-    if penalties:
-        text = text.replace("\tMaxPenaltyTime = 0\n", "")
-    (scratch / "ngircd.conf").write_text(text)
-
-
 def chat_server_argv(tree: Path, port: int) -> list[str]:
     """``ChatServer.py <port> --host 127.0.0.1 --no-udp`` from the checkout ``tree``."""
     return [sys.executable, str(tree / "ChatServer.py"), str(port), "--host", HOST, "--no-udp"]
@@ -298,29 +290,27 @@ def ncat_spec() -> ServerSpec:
     )
 
 
-def ngircd_spec() -> ServerSpec:
-    """ngIRCd with a generated config: 127.0.0.1 only, penalties off (MaxPenaltyTime = 0)."""
+def ngircd_spec(penalties: bool = False) -> ServerSpec:
+    """ngIRCd with a generated config, 127.0.0.1 only: flood penalties off (MaxPenaltyTime = 0)
+    or, with ``penalties``, at their default (to show what turning them off changes)."""
+
+    def write_config(port: int, scratch: Path) -> None:
+        (scratch / "conf.d").mkdir(exist_ok=True)
+        text = NGIRCD_CONF.format(port=port, scratch=scratch)
+        if penalties:
+            text = text.replace("\tMaxPenaltyTime = 0\n", "")
+        (scratch / "ngircd.conf").write_text(text)
+
     return ServerSpec(
-        "ngircd",
-        "ngIRCd",
+        "ngircd-penalties" if penalties else "ngircd",
+        "ngIRCd, default penalties" if penalties else "ngIRCd",
         "irc",
         lambda port, scratch: ["ngircd", "--nodaemon", "-f", str(scratch / "ngircd.conf")],
         needs=("ngircd",),
-        note="ngircd -n, Listen 127.0.0.1, MaxPenaltyTime 0, DNS/Ident/PAM off",
-        prepare=_write_ngircd_conf,
-    )
-
-
-def ngircd_penalties_spec() -> ServerSpec:
-    """ngIRCd with its default flood penalties (to show what turning them off changes)."""
-    return ServerSpec(
-        "ngircd-penalties",
-        "ngIRCd, default penalties",
-        "irc",
-        lambda port, scratch: ["ngircd", "--nodaemon", "-f", str(scratch / "ngircd.conf")],
-        needs=("ngircd",),
-        note="as ngIRCd but without MaxPenaltyTime = 0",
-        prepare=lambda port, scratch: _write_ngircd_conf(port, scratch, penalties=True),
+        note="as ngIRCd but without MaxPenaltyTime = 0"
+        if penalties
+        else "ngircd -n, Listen 127.0.0.1, MaxPenaltyTime 0, DNS/Ident/PAM off",
+        prepare=write_config,
     )
 
 
@@ -333,7 +323,6 @@ class RunningServer:
     port: int
     scratch: Path
     log: IO[bytes]
-    started_rss_kib: int = 0
 
     @property
     def pid(self) -> int:
@@ -398,8 +387,7 @@ def start_server(spec: ServerSpec, quiet_stdout: bool = True) -> RunningServer:
     except Exception:
         server.stop()
         raise
-    time.sleep(0.2)
-    server.started_rss_kib = server.rss_kib()
+    time.sleep(0.2)  # settle before anything is measured
     return server
 
 
@@ -444,19 +432,22 @@ def chosen_servers(
 # --- the command line -------------------------------------------------------------------------
 
 
-def doc_parser(doc: str | None) -> argparse.ArgumentParser:
-    """A parser whose ``--help`` is the module docstring: its first paragraph, then the rest."""
+def doc_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """A parser for ``python -m <module>`` whose ``--help`` is the module's docstring."""
     first, _, rest = (doc or "").partition("\n\n")
     return argparse.ArgumentParser(
-        description=first, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=f"python -m {module}",
+        description=first,
+        epilog=rest,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
 
 def base_parser(
-    doc: str | None, servers: str = "", before: bool = False
+    module: str, doc: str | None, servers: str = "", before: bool = False
 ) -> argparse.ArgumentParser:
     """The options every benchmark that writes ``results/<name>.json`` has."""
-    parser = doc_parser(doc)
+    parser = doc_parser(module, doc)
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--profile", action="store_true", help="also profile triochat")
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR, help="where results/ go")

@@ -19,12 +19,8 @@ A reference that is not installed (ncat, ngircd) is skipped, with what to instal
 
 from __future__ import annotations
 
-import json
-import queue
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from array import array
 from dataclasses import asdict, dataclass
@@ -33,6 +29,7 @@ from typing import Any
 
 from benchmarks import common
 from benchmarks.common import RunningServer, ServerSpec, say
+from benchmarks.loadgen import WorkerProcess
 
 WINDOW = 16
 """Messages per sender in flight in the pipelined scenarios (sent, not yet seen by a receiver)."""
@@ -189,64 +186,6 @@ def lever_variants() -> list[ServerSpec]:
 
 
 # --- one run ----------------------------------------------------------------------------------
-
-
-class WorkerProcess:
-    """A load-generator process and the JSON reports it prints."""
-
-    def __init__(self, index: int, config: dict[str, Any], log_path: Path) -> None:
-        self.index = index
-        self.log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.loadgen"],
-            cwd=common.ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-        )
-        self.reports: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-        self.command(json.dumps(config))
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            try:
-                self.reports.put(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        self.reports.put({"event": "exited"})
-
-    def command(self, text: str) -> None:
-        assert self.process.stdin is not None
-        try:
-            self.process.stdin.write(text.encode() + b"\n")
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass
-
-    def expect(self, events: tuple[str, ...], timeout: float) -> dict[str, Any]:
-        """The next report whose event is one of ``events``; an ``error`` report on timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return {"event": "timeout", "waiting_for": events}
-            try:
-                report = self.reports.get(timeout=left)
-            except queue.Empty:
-                continue
-            if report["event"] in events or report["event"] in ("exited", "error"):
-                return report
-
-    def stop(self) -> None:
-        self.command("quit")
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            common.stop_process(self.process, grace=2)
-        self.log.close()
 
 
 def _plan_clients(scenario: Scenario) -> list[list[dict[str, Any]]]:
@@ -463,7 +402,7 @@ def server_specs() -> list[ServerSpec]:
         common.naive_spec(),
         common.ncat_spec(),
         common.ngircd_spec(),
-        common.ngircd_penalties_spec(),
+        common.ngircd_spec(penalties=True),
     ]
 
 
@@ -478,7 +417,9 @@ def run_profile(out_dir: Path, scenario: Scenario, scratch: Path) -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.base_parser(__doc__, servers="triochat,naive,ncat,ngircd", before=True)
+    parser = common.base_parser(
+        "benchmarks.fanout", __doc__, servers="triochat,naive,ncat,ngircd", before=True
+    )
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke-test sizes")
     parser.add_argument("--scenarios", help="comma-separated scenario keys")
     parser.add_argument("--no-levers", action="store_true", help="skip the triochat lever runs")

@@ -344,7 +344,7 @@ def describe(row: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.base_parser(__doc__)
+    parser = common.base_parser("benchmarks.file_relay", __doc__)
     parser.add_argument("--size-mib", type=int, help="one size (MiB) instead of 64 and 1024")
     parser.add_argument("--sizes-mib", help="comma-separated sizes in MiB")
     args = parser.parse_args(argv)

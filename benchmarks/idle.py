@@ -25,7 +25,7 @@ from typing import Any
 
 from benchmarks import common
 from benchmarks.common import ServerSpec, say
-from benchmarks.fanout import WorkerProcess
+from benchmarks.loadgen import WorkerProcess
 
 SETTLE_S = 1.0
 
@@ -146,7 +146,9 @@ def describe(row: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.base_parser(__doc__, servers="triochat,naive,ncat", before=True)
+    parser = common.base_parser(
+        "benchmarks.idle", __doc__, servers="triochat,naive,ncat", before=True
+    )
     parser.add_argument("--sizes", help="comma-separated connection counts")
     args = parser.parse_args(argv)
     limit = common.raise_nofile(65536)

@@ -75,7 +75,7 @@ async def measure(members: int, group_by: str, top: int) -> None:
 
 
 def main() -> None:
-    parser = common.doc_parser(__doc__)
+    parser = common.doc_parser("benchmarks.idle_breakdown", __doc__)
     parser.add_argument("--members", type=int, default=2000)
     parser.add_argument("--by", choices=["filename", "lineno"], default="filename")
     parser.add_argument("--top", type=int, default=15)

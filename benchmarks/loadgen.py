@@ -1,8 +1,15 @@
 """Load generator worker: many chat clients in one process, on plain non-blocking sockets.
 
-Started by ``fanout.py`` / ``idle.py`` (one or more workers per run). The first stdin line is a
-JSON config; later stdin lines are commands (``go``, ``drain``, ``quit``); every report is one
-JSON line on stdout. One ``selectors`` loop drives all of this worker's clients.
+Started as ``python -m benchmarks.loadgen`` by ``benchmarks.fanout`` and ``benchmarks.idle``
+(one or more workers per run); not a benchmark of its own. One ``selectors`` loop drives all
+of this worker's clients. The orchestrator talks to it in lines:
+
+    stdin (orchestrator -> worker)     stdout (worker -> orchestrator, one JSON object a line)
+    1. the JSON config
+    2. connect                         {"event": "connected", ...}, then "ready" / "not_ready"
+    3. go                              {"event": "done", ...} with every count of the run
+    4. drain (runs with slow clients)  {"event": "drained", "slow": [...]}
+    5. quit (or end of input)          the worker exits
 
 Every chat message carries a token ``@@<sender>.<seq>.<send ns>@@`` (CLOCK_MONOTONIC, shared by
 all processes on the machine) that receivers find behind any prefix a server adds (``c7: ``,
@@ -27,14 +34,20 @@ from __future__ import annotations
 import errno
 import json
 import os
+import queue
 import re
 import resource
 import selectors
 import socket
+import subprocess
 import sys
+import threading
 import time
 from array import array
+from pathlib import Path
 from typing import Any
+
+from benchmarks import common
 
 TOKEN = re.compile(rb"@@(\d+)\.(\d+)\.(\d+)@@")
 PROBE = re.compile(rb"@@P(\d+)@@")
@@ -121,14 +134,11 @@ class Client:
         self.closed = False
         self.closed_reason = ""
         self.probe_mask = 0
-        self.seen_init()
+        self.last_seen: dict[int, bytearray] = {}
+        self.maxseq: dict[int, int] = {}
         self.expected = 0
         self.distinct = 0
         self.events = 0
-
-    def seen_init(self) -> None:
-        self.last_seen: dict[int, bytearray] = {}
-        self.maxseq: dict[int, int] = {}
 
 
 class Worker:
@@ -178,8 +188,7 @@ class Worker:
         self.end_reason = "?"
         self.failed_connects: list[str] = []
         self.connect_retries = 0
-        filler = b"x" * max(0, self.size)
-        self.filler = filler
+        self.filler = b"x" * max(0, self.size)
 
     # --- connecting ---------------------------------------------------------------------------
 
@@ -330,15 +339,13 @@ class Worker:
             if time.monotonic() > hard_deadline:
                 emit("error", worker=self.index, reason="hard deadline")
                 return
-            timeout = self._timeout()
-            events = self.selector.select(timeout)
+            events = self.selector.select(0.002 if self.active and self.rate > 0 else 0.05)
             stamp = now_ns()
             for key, mask in events:
                 client = key.data
                 if client is None:
                     for command in self.commands.available():
                         if command == "quit":
-                            self.close_all()
                             return
                         if command == "go":
                             self._start()
@@ -368,11 +375,6 @@ class Worker:
                 if checking and self._finished():
                     self.active = False
                     self._report()
-
-    def _timeout(self) -> float:
-        if self.active and self.rate > 0:
-            return 0.002
-        return 0.05
 
     # --- probing ------------------------------------------------------------------------------
 
@@ -581,17 +583,9 @@ class Worker:
         if client.closed:
             return
         client.closed = True
-        tail = client.text_tail.decode("utf-8", "replace").strip().splitlines()
-        notices = [
-            line for line in tail if "@@" not in line and "xxxxxxxx" not in line and line.strip()
-        ]
-        client.closed_reason = reason + (f" (last line: {notices[-1][:160]})" if notices else "")
-        if client.sock is not None:
-            if client.events:
-                self.selector.unregister(client.sock)
-                client.events = 0
-            client.sock.close()
-            client.sock = None
+        notice = last_notice(client.text_tail)[:160]
+        client.closed_reason = reason + (f" (last line: {notice})" if notice else "")
+        self._drop(client)
 
     # --- ending -------------------------------------------------------------------------------
 
@@ -604,9 +598,6 @@ class Worker:
             not c.closed and (c.sent < self.messages or c.outbuf) for c in self.local_senders
         )
         if self.rate > 0 and sending:
-            if now - self.go_time > self.deadline:
-                self.end_reason = "deadline"
-                return True
             if now - self.last_progress > self.idle_timeout:
                 self.end_reason = "no progress"
                 return True
@@ -688,57 +679,110 @@ class Worker:
                 tokens += len(TOKEN.findall(chunk, 0, cut))
                 tail = chunk[cut:]
                 client.text_tail = (client.text_tail + chunk[:cut])[-600:]
-            notices = [
-                line
-                for line in client.text_tail.decode("utf-8", "replace").splitlines()
-                if "@@" not in line and "xxxxxxxx" not in line and line.strip()
-            ]
             results.append(
                 {
                     "client": client.name,
                     "bytes_after_run": received,
                     "tokens_after_run": tokens,
                     "ended": ended,
-                    "last_notice": notices[-1][:200] if notices else "",
+                    "last_notice": last_notice(client.text_tail)[:200],
                 }
             )
         emit("drained", worker=self.index, slow=results)
 
-    def close_all(self) -> None:
-        for client in self.clients:
-            if client.sock is not None:
-                client.sock.close()
-                client.sock = None
+
+def last_notice(text: bytes) -> str:
+    """The last line of ``text`` that is not a benchmark message (a server's notice)."""
+    lines = text.decode("utf-8", "replace").splitlines()
+    notices = [line for line in lines if "@@" not in line and "xxxxxxxx" not in line]
+    return next((line.strip() for line in reversed(notices) if line.strip()), "")
 
 
 class Commands:
-    """Lines from the orchestrator on stdin, read straight from the file descriptor."""
+    """Lines from the orchestrator on stdin, read straight from the file descriptor (stdin is
+    also in the selector, so no Python buffering may hide a line from it)."""
 
     def __init__(self) -> None:
         self.buffer = b""
-        self.fd = sys.stdin.fileno()
+        self.lines: list[str] = []
 
-    def _lines(self) -> list[str]:
-        *lines, self.buffer = self.buffer.split(b"\n")
-        return [line.decode().strip() for line in lines]
-
-    def available(self) -> list[str]:
-        """The complete lines that can be read now (``quit`` at end of input)."""
-        data = os.read(self.fd, 65536)
+    def _read(self) -> None:
+        data = os.read(sys.stdin.fileno(), 65536)
         if not data:
-            return ["quit"]
-        self.buffer += data
-        return self._lines()
+            self.lines.append("quit")
+            return
+        *lines, self.buffer = (self.buffer + data).split(b"\n")
+        self.lines += [line.decode().strip() for line in lines]
 
     def next_line(self) -> str:
-        """Block until one whole line is there (``quit`` at end of input)."""
-        while b"\n" not in self.buffer:
-            data = os.read(self.fd, 65536)
-            if not data:
-                return "quit"
-            self.buffer += data
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return line.decode().strip()
+        """Block until a whole line is there (``quit`` at end of input)."""
+        while not self.lines:
+            self._read()
+        return self.lines.pop(0)
+
+    def available(self) -> list[str]:
+        """The whole lines there are once stdin is readable (one read, which cannot block)."""
+        self._read()
+        lines, self.lines = self.lines, []
+        return lines
+
+
+class WorkerProcess:
+    """The orchestrator's side: one worker process, the commands it is sent, its reports."""
+
+    def __init__(self, index: int, config: dict[str, Any], log_path: Path) -> None:
+        self.index = index
+        self.log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.loadgen"],
+            cwd=common.ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+        )
+        self.reports: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        self.command(json.dumps(config))
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                self.reports.put(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        self.reports.put({"event": "exited"})
+
+    def command(self, text: str) -> None:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(text.encode() + b"\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def expect(self, events: tuple[str, ...], timeout: float) -> dict[str, Any]:
+        """The next report whose event is one of ``events``; an ``error`` report on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return {"event": "timeout", "waiting_for": events}
+            try:
+                report = self.reports.get(timeout=left)
+            except queue.Empty:
+                continue
+            if report["event"] in events or report["event"] in ("exited", "error"):
+                return report
+
+    def stop(self) -> None:
+        self.command("quit")
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            common.stop_process(self.process, grace=2)
+        self.log.close()
 
 
 def main() -> None:

@@ -505,16 +505,23 @@ def make_plots(
 # --- the document -----------------------------------------------------------------------------
 
 
-def profile_excerpt(out_dir: Path, relative: str | None, lines: int = 60) -> str:
-    if not relative:
-        return ""
-    path = out_dir / relative
-    if not path.exists():
+def profile_section(
+    out_dir: Path, profile: dict[str, Any], title: str, note: str = "", lines: int = 60
+) -> list[str]:
+    """A pyinstrument report's heading, where it is, and its first ``lines`` lines."""
+    if profile.get("skipped"):
+        return [f"Profile skipped: {profile['skipped']}", ""]
+    if not profile.get("report"):
+        return []
+    path = out_dir / profile["report"]
+    if path.exists():
+        text = path.read_text(errors="replace").splitlines()
+        body = [line for line in text if line.strip()][:lines]
+        excerpt = "```text\n" + "\n".join(body) + "\n```"
+    else:
         common.say(f"report: {path} is missing; its excerpt is left out")
-        return f"(The profile report `{relative}` is missing.)"
-    text = path.read_text(errors="replace").splitlines()
-    body = [line for line in text if line.strip()][:lines]
-    return "```text\n" + "\n".join(body) + "\n```"
+        excerpt = f"(The profile report `{profile['report']}` is missing.)"
+    return [f"### {title}", "", f"Full report: `{profile['report']}`{note}.", "", excerpt, ""]
 
 
 def machine_lines(data: dict[str, Any]) -> str:
@@ -703,20 +710,14 @@ def render_fanout(out_dir: Path, fanout: dict[str, Any], plots: dict[str, str]) 
             "",
         ]
     profile = fanout.get("profile", {})
-    if profile.get("report"):
-        row = profile.get("row", {})
-        parts += [
-            "### Where triochat's CPU goes (pyinstrument, N=100 pipelined)",
-            "",
-            f"Full report: `{profile['report']}` (under the profiler the run delivered "
-            f"{row.get('deliveries', 0):,} messages at "
-            f"{row.get('server_us_per_delivery', float('nan')):.2f} µs CPU each).",
-            "",
-            profile_excerpt(out_dir, profile["report"]),
-            "",
-        ]
-    elif profile.get("skipped"):
-        parts += [f"Profile skipped: {profile['skipped']}", ""]
+    row = profile.get("row", {})
+    parts += profile_section(
+        out_dir,
+        profile,
+        "Where triochat's CPU goes (pyinstrument, N=100 pipelined)",
+        f" (under the profiler the run delivered {row.get('deliveries', 0):,} messages at "
+        f"{row.get('server_us_per_delivery', float('nan')):.2f} µs CPU each)",
+    )
     return parts
 
 
@@ -794,16 +795,13 @@ def render_idle(out_dir: Path, idle: dict[str, Any], plots: dict[str, str]) -> l
         "",
     ]
     profile = idle.get("profile", {})
-    if profile.get("report"):
-        parts += [
-            f"### Where triochat's CPU goes while {profile['connections']:,} clients join "
-            "(pyinstrument)",
-            "",
-            f"Full report: `{profile['report']}`.",
-            "",
-            profile_excerpt(out_dir, profile["report"], 45),
-            "",
-        ]
+    parts += profile_section(
+        out_dir,
+        profile,
+        f"Where triochat's CPU goes while {profile.get('connections', 0):,} clients join "
+        "(pyinstrument)",
+        lines=45,
+    )
     if idle.get("skipped"):
         parts += ["Skipped: " + "; ".join(f"{k}: {v}" for k, v in idle["skipped"].items()), ""]
     return parts
@@ -866,16 +864,13 @@ def render_relay(out_dir: Path, relay: dict[str, Any], plots: dict[str, str]) ->
         ),
         "",
     ]
-    profile = relay.get("profile")
-    if profile:
-        parts += [
-            f"### Where the relay server's time goes (pyinstrument, {profile['size_mib']} MiB)",
-            "",
-            f"Full report: `{profile['report']}`.",
-            "",
-            profile_excerpt(out_dir, profile["report"], 40),
-            "",
-        ]
+    profile = relay.get("profile", {})
+    parts += profile_section(
+        out_dir,
+        profile,
+        f"Where the relay server's time goes (pyinstrument, {profile.get('size_mib')} MiB)",
+        lines=40,
+    )
     return parts
 
 
@@ -928,6 +923,14 @@ def write_report(out_dir: Path = common.BENCH_DIR) -> Path | None:
     return path
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = common.doc_parser("benchmarks.report", __doc__)
+    parser.add_argument(
+        "out_dir", nargs="?", type=Path, default=common.BENCH_DIR, help="holds results/"
+    )
+    args = parser.parse_args(argv)
+    return 0 if write_report(args.out_dir) else 1
+
+
 if __name__ == "__main__":
-    written = write_report(Path(sys.argv[1]) if len(sys.argv) > 1 else common.BENCH_DIR)
-    sys.exit(0 if written else 1)
+    sys.exit(main())

@@ -19,7 +19,7 @@ from benchmarks import common, fanout, file_relay, idle, report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.doc_parser(__doc__)
+    parser = common.doc_parser("benchmarks.run_all", __doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--no-profile", action="store_true", help="skip the pyinstrument runs")
     parser.add_argument("--no-install", action="store_true", help=argparse.SUPPRESS)

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,13 +65,13 @@ class Tally:
             self.seen.setdefault(watcher, defaultdict(list))[sender].append(int(seq))
 
 
-async def read_lines(stream: trio.SocketStream, on_line: object) -> None:
+async def read_lines(stream: trio.SocketStream, on_line: Callable[[str], None]) -> None:
     buffer = b""
     while data := await stream.receive_some(65536):
         buffer += data
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
-            on_line(line.decode("utf-8", "replace"))  # type: ignore[operator]
+            on_line(line.decode("utf-8", "replace"))
 
 
 async def line_watcher(port: int, tally: Tally, ready: trio.Event) -> None:
@@ -164,7 +165,7 @@ class MenuClient:
     """A real menu-client process, driven over stdin, its stdout read line by line."""
 
     def __init__(self, name: str, directory: Path, server_port: int) -> None:
-        self.process = start_process(
+        self.process = subprocess.Popen(
             [
                 sys.executable,
                 str(ROOT / "ChatClient.py"),
@@ -178,6 +179,7 @@ class MenuClient:
             stderr=subprocess.DEVNULL,
             cwd=directory,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            text=True,
         )
         self.send(name)
 
@@ -226,18 +228,18 @@ async def transfers(port: int, scratch: Path, tally: Tally, stop: trio.Event) ->
             client.process.wait()
 
 
-def start_process(args: list[str], **options: object) -> subprocess.Popen[str]:
-    """A child process we own (stopped by its handle in the caller's finally)."""
-    return subprocess.Popen(args, text=True, **options)  # type: ignore[call-overload, no-any-return]
-
-
-async def soak(seconds: float) -> dict[str, object]:
-    port = free_port()
-    server = start_process(
+def start_server(port: int) -> subprocess.Popen[bytes]:
+    """ChatServer.py as a child process we own (stopped by its handle in the caller)."""
+    return subprocess.Popen(
         [sys.executable, str(ROOT / "ChatServer.py"), str(port), "--host", HOST],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+async def soak(seconds: float) -> dict[str, object]:
+    port = free_port()
+    server = start_server(port)
     tally = Tally()
     try:
         await trio.sleep(0.5)
@@ -322,7 +324,7 @@ def write_results(markdown: str) -> None:
 
 
 def main() -> None:
-    parser = common.doc_parser(__doc__)
+    parser = common.doc_parser("benchmarks.soak", __doc__)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--results", action="store_true", help="update benchmarks/RESULTS.md")
     args = parser.parse_args()

@@ -533,7 +533,7 @@ def bytecode_note() -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = common.doc_parser(__doc__)
+    parser = common.doc_parser("benchmarks.startup", __doc__)
     parser.add_argument("--runs", type=int, default=10, help="timed runs per mode and condition")
     parser.add_argument(
         "--modes",
