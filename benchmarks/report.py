@@ -13,6 +13,7 @@ extra); without it RESULTS.md is written without them.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import sys
 from collections import Counter
@@ -668,30 +669,7 @@ def render_fanout(out_dir: Path, fanout: dict[str, Any], plots: dict[str, str]) 
             slow_table(agg),
             "",
         ]
-    parts += [
-        "### What the references do under this load",
-        "",
-        "- **ncat --chat** puts its `<user#N> ` prefix in front of every *read* from a "
-        "client, not every line: when a sender's line arrives split across two reads the "
-        "prefix lands inside the line (`@@<user5> 0.100.0@@`), so under a flood some "
-        "messages arrive corrupted; the benchmark counts them as lost. It writes to clients "
-        "with blocking writes, so one client that stops reading stalls everyone; it announces "
-        "every join to everyone (O(N²) lines while connecting); and it uses `select()`, so it "
-        "exits at the 1,024th descriptor (see Idle connections).",
-        "- **ngIRCd** runs with `MaxPenaltyTime = 0` (penalties off, supported by 26.1). "
-        "Hard-coded flood control remains: at most 3 commands per client per main-loop pass "
-        "and a 2 KiB read buffer per client; a 32 KiB send queue per client, beyond which it "
-        "disconnects (“Write buffer space exhausted”). The *penalty* scenario shows what the "
-        "default penalties do to a pipelined sender.",
-        "- **ngIRCd, ncat and the naive server** do not set `TCP_NODELAY`, so at light load a "
-        "small write can wait for a delayed ACK: their p99 sits near 40 ms in the paced and "
-        "pipelined runs. triochat's sockets (trio's default) have `TCP_NODELAY`.",
-        "- ncat and ngIRCd listen with a backlog of 10; on this kernel that drops an "
-        "occasional SYN while clients connect, so the load generator retries a connect that "
-        "has no answer after 100 ms instead of waiting for the kernel's one-second SYN "
-        "retransmit (setup only, outside every measurement).",
-        "",
-    ]
+    parts += [hand_written("references"), ""]
     levers = lever_table(agg)
     if levers:
         parts += [
@@ -778,22 +756,7 @@ def render_idle(out_dir: Path, idle: dict[str, Any], plots: dict[str, str]) -> l
         ),
         "",
     ]
-    parts += [
-        "### Where an idle member's memory goes",
-        "",
-        "`python -m benchmarks.idle_breakdown` runs 2,000 real sessions in one process over "
-        "socket pairs and compares `tracemalloc` snapshots: about 15 KB of Python heap per "
-        "member (both socket ends included). Over two thirds of it is Trio's per-connection "
-        "machinery, not triochat's data: the writer task and the suspended coroutine frames "
-        "of the session, the nursery and cancel scopes (six `CancelStatus` objects), the "
-        "member's memory channel (about 2.3 KB) and the Trio socket wrapper with its epoll "
-        "registration. Levers tried: dropping the copy of the whole roster on every join "
-        "(57.6 to 18.4 KiB/conn) and running the reader in the nursery's body instead of a "
-        "task of its own (18.4 to 16.7 KiB/conn). Reaching 8 KiB would mean giving up the "
-        "per-member writer task and memory channel that the design asks for (an idle member "
-        "as a bare socket registered with epoll, as C servers do); that was not done.",
-        "",
-    ]
+    parts += [hand_written("idle-memory"), ""]
     profile = idle.get("profile", {})
     parts += profile_section(
         out_dir,
@@ -886,8 +849,11 @@ def missing_note(name: str) -> str:
     return f"not measured in this run (no `results/{name}.json`; `{RESULT_FILES[name]}` writes it)"
 
 
-KEPT_SECTIONS = ("before-after", "soak")
-"""Marked sections of ``RESULTS.md`` that a rebuild keeps as they are."""
+def hand_written(name: str) -> str:
+    """The place of a hand-written section: a rebuild puts back what stood between these
+    markers in the old RESULTS.md (what the references do, where an idle member's memory
+    goes: analysis of the committed run, not figures of this one)."""
+    return f"<!-- {name}:begin -->\n<!-- {name}:end -->"
 
 
 def write_report(out_dir: Path = common.BENCH_DIR) -> Path | None:
@@ -910,13 +876,18 @@ def write_report(out_dir: Path = common.BENCH_DIR) -> Path | None:
     plots = make_plots(out_dir, fanout, idle, relay)
     path = out_dir / "RESULTS.md"
     text = render(out_dir, fanout, idle, relay, plots)
-    # Sections written elsewhere between their markers are kept: the soak (benchmarks/soak.py)
-    # and the before/after comparisons of a change (written by hand from --before runs).
+    # Every section between markers in the old file is kept: in its place when the report has
+    # one (hand_written), else at the end: the soak (benchmarks.soak --results) and the
+    # before/after comparisons of a change (written by hand from --before runs).
     old = path.read_text() if path.exists() else ""
-    for name in KEPT_SECTIONS:
+    for name in re.findall(r"<!-- ([\w-]+):begin -->", old):
         begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-        if begin in old and end in old:
-            kept = old[old.index(begin) : old.index(end) + len(end)]
+        if end not in old:
+            continue
+        kept = old[old.index(begin) : old.index(end) + len(end)]
+        if begin in text:
+            text = text[: text.index(begin)] + kept + text[text.index(end) + len(end) :]
+        else:
             text = text.rstrip("\n") + "\n\n" + kept + "\n"
     path.write_text(text)
     common.say(f"wrote {path}")
