@@ -104,8 +104,6 @@ def client_env() -> dict[str, str]:
 class FakeServer:
     """A listening socket that decides when the client's name has arrived."""
 
-    transport = "tcp"
-
     def __init__(self) -> None:
         self.sock = self._bind()
         self.port = int(self.sock.getsockname()[1])
@@ -176,8 +174,6 @@ class TcpServer(FakeServer):
 
 class UdpServer(FakeServer):
     """Done at the first datagram that starts with ``GRE``."""
-
-    transport = "udp"
 
     def _bind(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
