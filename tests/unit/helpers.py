@@ -6,6 +6,7 @@
 - :class:`Server` / :func:`running`: chat sessions for one room in one nursery.
 - :class:`FakeNetwork`, :class:`FakeSocket`, :class:`DatagramPeer`: an in-memory datagram
   network with enough of a UDP socket for the server's endpoint and the UDP client.
+- :class:`Typist`, :func:`client_start`: a client's standard input and its connection.
 - :class:`Err`, :func:`split`: for codec tests.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import socket
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +25,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
+from triochat.client.early import EarlyStart
 from triochat.events import ChatMessage
 from triochat.room import OUTBOX_LIMIT, Delivery, Member, Room, open_outbox
 from triochat.server.config import ServerConfig
@@ -341,6 +345,59 @@ class DatagramPeer:
         """Everything the server sent us once every task is idle."""
         await trio.testing.wait_all_tasks_blocked()
         return self.socket.received_nowait()
+
+
+# --- clients --------------------------------------------------------------------------------
+
+
+class Typist:
+    """Stands in for a client's ``StdinLines``: the test types lines when it chooses, and
+    :meth:`end` is the end of input. Install it with ``monkeypatch`` in a client module."""
+
+    def __init__(self, *lines: str) -> None:
+        self._send, self._receive = trio.open_memory_channel[str](math.inf)
+        self.type(*lines)
+
+    def __call__(self, *args: object, **kwargs: object) -> Typist:
+        """What the client's ``StdinLines(...)`` gives: this typist."""
+        return self
+
+    def type(self, *lines: str) -> None:
+        for line in lines:
+            self._send.send_nowait(line)
+
+    def end(self) -> None:
+        self._send.close()
+
+    async def readline(self) -> str | None:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            return None
+
+
+def client_start(**fields: Any) -> tuple[EarlyStart, trio.SocketStream]:
+    """What a client's launcher hands over (a connected socket), and the server's end of it.
+
+    A ``socketpair`` is a real socket, as the clients need, that never leaves the process: data
+    written is readable at once, so the autojump clock stays deterministic.
+    """
+    ours, theirs = socket.socketpair()
+    return EarlyStart(ours, **fields), trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
+
+
+def json_line(**fields: Any) -> bytes:
+    """One object as the server writes it: a line."""
+    return json.dumps(fields).encode() + b"\n"
+
+
+async def next_object(stream: trio.abc.ReceiveStream) -> dict[str, Any]:
+    """One write from a JSON client (each object goes alone): exactly one object."""
+    data = await stream.receive_some(65536)
+    assert data, "the client closed the connection"
+    decoded = json.loads(data)
+    assert isinstance(decoded, dict)
+    return decoded
 
 
 # --- codecs -----------------------------------------------------------------------------------
