@@ -54,7 +54,7 @@ def recv_all_now(sock: socket.socket) -> bytes:
         data += chunk
 
 
-async def test_fast_path_stages_and_flushes_in_one_write_without_the_writer_task() -> None:
+async def test_fast_path_writes_the_first_delivery_of_a_turn_and_stages_the_rest() -> None:
     ours, theirs = socket.socketpair()
     theirs.setblocking(False)
     flusher = Flusher()
@@ -70,12 +70,19 @@ async def test_fast_path_stages_and_flushes_in_one_write_without_the_writer_task
         await nursery.start(flusher.serve)
         nursery.start_soon(writer.serve)
         await trio.testing.wait_all_tasks_blocked()
-        for text in ("one", "two", "three"):
+        writer.send_nowait(message("one"))
+        # In the socket already, within the room's call: no task ran for it.
+        assert recv_all_now(theirs) == b"alice: one\n"
+        for text in ("two", "three"):
             writer.send_nowait(message(text))
-        # Staged, not queued: the writer task was not woken for them.
+        # The same turn: staged for the flusher, not queued for the writer task.
+        assert recv_all_now(theirs) == b""
         assert writer.statistics().current_buffer_used == 0
         await trio.testing.wait_all_tasks_blocked()
-        assert recv_all_now(theirs) == b"alice: one\nalice: two\nalice: three\n"
+        assert recv_all_now(theirs) == b"alice: two\nalice: three\n"
+        # A later turn: straight through again.
+        writer.send_nowait(message("four"))
+        assert recv_all_now(theirs) == b"alice: four\n"
         writer.close()
         nursery.cancel_scope.cancel()  # the flusher serves until cancelled
     await stream.aclose()

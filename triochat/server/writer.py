@@ -8,12 +8,16 @@ and runs the member's writer task (:meth:`MemberWriter.serve`). It decides how b
   own client, which takes each ``recv()`` as one message) each message goes alone, without
   the line dialects' newline, ``config.unframed_write_gap`` after the previous write.
 - **The fast path.** Waking a writer task for every message is most of the cost of fan-out.
-  While the task waits on an empty outbox nothing else is being written, so a delivery may
-  instead be *staged*: the server's :class:`Flusher` task writes each member's staged bytes
-  with one non-blocking ``os.write`` once per scheduler turn, after every reader has had its
-  turn (Redis does the same before it sleeps). Whatever the socket does not take goes back to
-  the writer task, ahead of anything queued later, so order is kept. Only framed members on a
-  real socket stage; in-memory streams in tests always go through the task.
+  While the task waits on an empty outbox nothing else is being written, so the room's call
+  may write itself. A member's first delivery in a scheduler turn goes straight into the
+  socket with one non-blocking ``os.write`` (a chat room at human pace sends one message per
+  turn: one system call per delivery, like the simplest threaded server). Later deliveries of
+  the same turn are *staged*: the server's :class:`Flusher` task writes each member's staged
+  bytes in one ``os.write`` after every reader has had its turn (Redis does the same before
+  it sleeps), so a flood costs at most two writes per member per turn. Whatever the socket
+  does not take goes back to the writer task, ahead of anything queued later, so order is
+  kept. Only framed members on a real socket take the fast path; in-memory streams in tests
+  always go through the task.
 - **The end.** :meth:`MemberWriter.close` is synchronous and idempotent: no more deliveries,
   flush what is queued and a last event (the farewell) within a grace period, then stop.
 
@@ -65,6 +69,8 @@ class Flusher:
         self._dirty: list[MemberWriter] = []
         self._wanted = trio.Event()
         self.active = False
+        self.turn = 0
+        """Counts the turns in which a writer wrote or staged: the flusher ends each one."""
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Flush staged writers until cancelled; then flush the rest once more."""
@@ -74,6 +80,7 @@ class Flusher:
             while True:
                 await self._wanted.wait()
                 self._wanted = trio.Event()
+                self.turn += 1
                 dirty, self._dirty = self._dirty, []
                 for writer in dirty:
                     writer.flush_staged()
@@ -87,6 +94,10 @@ class Flusher:
         if not self._dirty:
             self._wanted.set()
         self._dirty.append(writer)
+
+    def end_turn_later(self) -> None:
+        """A writer wrote in this turn: run once more so that :attr:`turn` moves on."""
+        self._wanted.set()
 
 
 class MemberWriter:
@@ -109,6 +120,7 @@ class MemberWriter:
         "_fd",
         "_final",
         "_flusher",
+        "_framed",
         "_idle",
         "_last_unframed_write",
         "_on_failure",
@@ -117,6 +129,7 @@ class MemberWriter:
         "_scope",
         "_staged",
         "_stream",
+        "_turn",
         "codec",
     )
 
@@ -139,23 +152,49 @@ class MemberWriter:
         self._closing = False
         self._idle = False
         self._staged: list[bytes] = []
+        self._framed = False  # known framed (it never goes back): saves asking the codec
+        self._turn = -1  # the flusher's turn of this writer's last write straight through
         self._last_unframed_write = -math.inf
         self._fd: int | None = (
             stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         )
+        if self._fd is None:
+            self._flusher = None  # the fast path writes to the socket itself
 
     # --- the outbox (what the room sees) ------------------------------------------------------
 
     def send_nowait(self, delivery: Delivery) -> None:
-        """Queue ``delivery`` (or stage it for the flusher).
+        """Write, stage or queue ``delivery`` (see the fast path in the module docs).
 
         Raises:
             trio.WouldBlock: the outbox is full.
             trio.ClosedResourceError: the writer is closed.
         """
-        # Under load the writer task is busy and this is one attribute test per delivery.
-        if not (self._idle and self._stage(delivery)):
-            self._queue_in.send_nowait(delivery)
+        # Once per member for every message: the common case is inline, in as few attribute
+        # lookups as will do. Under load the writer task is busy and this is one test.
+        if self._idle:
+            flusher = self._flusher
+            if (
+                flusher is not None
+                and flusher.active
+                and not self._closing
+                and (self._framed or self._now_framed())
+            ):
+                if not self._staged and self._turn != flusher.turn:
+                    # This member's first delivery this turn: straight into the socket.
+                    self._turn = flusher.turn
+                    flusher.end_turn_later()
+                    self._write_nowait(delivery.encode_for(self.codec))
+                    return
+                if self._stage(delivery, flusher):
+                    return
+        self._queue_in.send_nowait(delivery)
+
+    def _now_framed(self) -> bool:
+        """Whether the peer is framed by now (it never goes back, so that is remembered)."""
+        # An unframed peer gets one paced write per message: only the writer task does that.
+        self._framed = self.codec.framed
+        return self._framed
 
     def statistics(self) -> trio.MemoryChannelStatistics:
         """The outbox's statistics (``max_buffer_size`` is its limit)."""
@@ -257,20 +296,17 @@ class MemberWriter:
 
     # --- the fast path ------------------------------------------------------------------------
 
-    def _stage(self, delivery: Delivery) -> bool:
-        """Take ``delivery`` for the flusher to write, if the writer task is idle."""
-        flusher = self._flusher
-        if flusher is None or not flusher.active or not self._idle or self._closing:
-            return False
-        if not self.codec.framed:
-            return False  # one paced write per message: only the writer task does that
-        if len(self._staged) >= self._config.outbox_limit:
+    def _stage(self, delivery: Delivery, flusher: Flusher) -> bool:
+        """Stage ``delivery`` for the flusher (False: the writer task must take it)."""
+        staged = self._staged
+        if not staged:
+            flusher.mark_dirty(self)
+        elif len(staged) >= self._config.outbox_limit:
             self.flush_staged()  # may hand the rest to the writer, which is then not idle
             if not self._idle:
                 return False
-        if not self._staged:
             flusher.mark_dirty(self)
-        self._staged.append(delivery.encode_for(self.codec))
+        staged.append(delivery.encode_for(self.codec))
         return True
 
     def flush_staged(self) -> None:
@@ -279,8 +315,15 @@ class MemberWriter:
             return
         data = b"".join(self._staged) if len(self._staged) > 1 else self._staged[0]
         self._staged.clear()
+        if self._closing:
+            self._handover(data)
+        else:
+            self._write_nowait(data)
+
+    def _write_nowait(self, data: bytes) -> None:
+        """One non-blocking write; the writer task sends what the socket does not take."""
         written = 0
-        if not self._closing and self._fd is not None:
+        if self._fd is not None:
             try:
                 written = os.write(self._fd, data)
             except OSError:
