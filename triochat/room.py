@@ -121,14 +121,18 @@ class Member:
             return False
         try:
             self.outbox.send_nowait(delivery)
-        except trio.WouldBlock:
-            limit = int(self.outbox.statistics().max_buffer_size)
-            self.evict(f"Disconnected: you fell more than {limit} messages behind")
-            return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.evict("Disconnected")
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            self.refused(error)
             return False
         return True
+
+    def refused(self, error: Exception) -> None:
+        """The outbox refused a delivery with ``error``: evict the member, saying why."""
+        if isinstance(error, trio.WouldBlock):
+            limit = int(self.outbox.statistics().max_buffer_size)
+            self.evict(f"Disconnected: you fell more than {limit} messages behind")
+        else:
+            self.evict("Disconnected")
 
     def evict(self, reason: str) -> None:
         """End this member's session with ``reason`` (first reason wins)."""
@@ -290,11 +294,16 @@ class Room:
         )
         delivery = self._delivery(message)
         recipients: list[str] = []
+        # Member.deliver_nowait, inline: this loop runs once per member for every message.
         for member in list(self._members.values()):
-            if member is sender and not member.receives_own:
+            if (member is sender and not member.receives_own) or member.evicted_reason is not None:
                 continue
-            if member.deliver_nowait(delivery):
-                recipients.append(member.name)  # a datagram sender is its own recipient
+            try:
+                member.outbox.send_nowait(delivery)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                member.refused(error)
+                continue
+            recipients.append(member.name)  # a datagram sender is its own recipient
         self._messages += 1
         self._deliveries += len(recipients)
         self._observer.message_accepted(message, sender, recipients)

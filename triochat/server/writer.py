@@ -71,6 +71,8 @@ class Flusher:
         self.active = False
         self.turn = 0
         """Counts the turns in which a writer wrote or staged: the flusher ends each one."""
+        self.ending = False
+        """Whether this turn's end is already due (a writer wrote or staged in it)."""
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Flush staged writers until cancelled; then flush the rest once more."""
@@ -80,6 +82,7 @@ class Flusher:
             while True:
                 await self._wanted.wait()
                 self._wanted = trio.Event()
+                self.ending = False
                 self.turn += 1
                 dirty, self._dirty = self._dirty, []
                 for writer in dirty:
@@ -91,12 +94,13 @@ class Flusher:
 
     def mark_dirty(self, writer: MemberWriter) -> None:
         """``writer`` has staged bytes: flush them this turn."""
-        if not self._dirty:
-            self._wanted.set()
+        if not self.ending:
+            self.end_turn_later()
         self._dirty.append(writer)
 
     def end_turn_later(self) -> None:
-        """A writer wrote in this turn: run once more so that :attr:`turn` moves on."""
+        """A writer wrote or staged in this turn: run at its end, so :attr:`turn` moves on."""
+        self.ending = True
         self._wanted.set()
 
 
@@ -155,11 +159,10 @@ class MemberWriter:
         self._framed = False  # known framed (it never goes back): saves asking the codec
         self._turn = -1  # the flusher's turn of this writer's last write straight through
         self._last_unframed_write = -math.inf
-        self._fd: int | None = (
-            stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
-        )
-        if self._fd is None:
-            self._flusher = None  # the fast path writes to the socket itself
+        # -1: no file descriptor (an in-memory stream), so no fast path.
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        if self._fd < 0:
+            self._flusher = None
 
     # --- the outbox (what the room sees) ------------------------------------------------------
 
@@ -183,8 +186,15 @@ class MemberWriter:
                 if not self._staged and self._turn != flusher.turn:
                     # This member's first delivery this turn: straight into the socket.
                     self._turn = flusher.turn
-                    flusher.end_turn_later()
-                    self._write_nowait(delivery.encode_for(self.codec))
+                    if not flusher.ending:
+                        flusher.end_turn_later()
+                    data = delivery.encode_for(self.codec)
+                    try:
+                        written = os.write(self._fd, data)
+                    except OSError:
+                        written = 0  # the writer task meets the same error and ends the session
+                    if written < len(data):
+                        self._handover(data[written:])
                     return
                 if self._stage(delivery, flusher):
                     return
@@ -282,7 +292,7 @@ class MemberWriter:
         """Write ``data``: straight into the socket when it has room, else wait for room."""
         if not data:
             return
-        if self._fd is not None:
+        if self._fd >= 0:
             try:
                 written = os.write(self._fd, data)
             except BlockingIOError:
@@ -315,15 +325,8 @@ class MemberWriter:
             return
         data = b"".join(self._staged) if len(self._staged) > 1 else self._staged[0]
         self._staged.clear()
-        if self._closing:
-            self._handover(data)
-        else:
-            self._write_nowait(data)
-
-    def _write_nowait(self, data: bytes) -> None:
-        """One non-blocking write; the writer task sends what the socket does not take."""
         written = 0
-        if self._fd is not None:
+        if not self._closing:
             try:
                 written = os.write(self._fd, data)
             except OSError:
