@@ -17,6 +17,7 @@ from triochat.events import ChatMessage, Notice
 from triochat.room import Delivery
 from triochat.server.config import ServerConfig
 from triochat.server.writer import Flusher, MemberWriter
+from triochat.wire.common import NEED_DATA
 from triochat.wire.lines import LineCodec
 
 CONFIG = ServerConfig(outbox_limit=64, close_grace=1.0)
@@ -185,3 +186,28 @@ async def test_a_writer_whose_peer_never_reads_stops_after_the_close_grace(
         start = trio.current_time()
         writer.close()
     assert trio.current_time() - start == pytest.approx(CONFIG.close_grace)
+
+
+async def test_a_delivery_queued_for_the_task_is_not_overtaken_by_the_fast_path() -> None:
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    flusher = Flusher()
+    codec = LineCodec()
+    codec.receive_data(b"bob")  # no newline yet: an unframed peer, served by the task
+    assert codec.next_event() is NEED_DATA and not codec.framed
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    writer = MemberWriter(stream, codec, CONFIG, Failures(), flusher)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.serve)
+        nursery.start_soon(writer.serve)
+        await trio.testing.wait_all_tasks_blocked()
+        writer.send_nowait(message("first"))  # handed to the waiting task, not yet written
+        codec.receive_data(b"\n")  # the peer turns out to be framed...
+        assert codec.next_event() is not None and codec.framed
+        writer.send_nowait(message("second"))  # ...which must not let this one go first
+        await trio.testing.wait_all_tasks_blocked()
+        assert recv_all_now(theirs) == b"alice: first\nalice: second\n"
+        writer.close()
+        nursery.cancel_scope.cancel()
+    await stream.aclose()
+    theirs.close()

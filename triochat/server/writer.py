@@ -199,6 +199,9 @@ class MemberWriter:
                 if self._stage(delivery, flusher):
                     return
         self._queue_in.send_nowait(delivery)
+        # The task has work now, though it may not run before the next delivery: nothing may
+        # overtake this one on the fast path (say, once the peer has become framed).
+        self._idle = False
 
     def _now_framed(self) -> bool:
         """Whether the peer is framed by now (it never goes back, so that is remembered)."""
