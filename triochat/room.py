@@ -28,12 +28,12 @@ OUTBOX_LIMIT = 1024
 
 
 class Encoder(Protocol):
-    """What an outbox reader needs to turn an event into bytes for its dialect."""
+    """What an outbox reader needs to turn an event into bytes: a server-role codec."""
 
     @property
     def dialect(self) -> Dialect: ...
 
-    def encode(self, event: ServerEvent) -> bytes: ...
+    def send(self, event: ServerEvent) -> bytes: ...
 
 
 class Delivery:
@@ -56,7 +56,7 @@ class Delivery:
         key = type(encoder)
         data = self._encoded.get(key)
         if data is None:
-            data = self._encoded[key] = encoder.encode(self.event)
+            data = self._encoded[key] = encoder.send(self.event)
         return data
 
 
@@ -68,7 +68,7 @@ class EncodedPerMember(Delivery):
 
     def encode_for(self, encoder: Encoder) -> bytes:
         """The bytes of this event in ``encoder``'s dialect, encoded afresh."""
-        return encoder.encode(self.event)
+        return encoder.send(self.event)
 
 
 class Outbox(Protocol):

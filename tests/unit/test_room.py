@@ -97,7 +97,7 @@ def test_each_delivery_is_encoded_once_per_dialect() -> None:
         dialect = Dialect.LINE
         calls = 0
 
-        def encode(self, event: ServerEvent) -> bytes:
+        def send(self, event: ServerEvent) -> bytes:
             CountingEncoder.calls += 1
             return b"x"
 
@@ -192,7 +192,7 @@ class CountingEncoder:
     def __init__(self) -> None:
         self.calls = 0
 
-    def encode(self, event: ServerEvent) -> bytes:
+    def send(self, event: ServerEvent) -> bytes:
         self.calls += 1
         return b"x"
 

@@ -155,23 +155,23 @@ def test_the_text_after_the_message_word_is_kept(prefix: str, text: str) -> None
 
 def test_chat_messages_are_incoming_datagrams() -> None:
     codec = DatagramCodec()
-    assert codec.encode(chat("How are you?")) == b"INCOMING 10.0.0.7 5555 alice: How are you?"
-    assert codec.encode(chat("ünï ✓", ip="::1", port=1)) == "INCOMING ::1 1 alice: ünï ✓".encode()
+    assert codec.send(chat("How are you?")) == b"INCOMING 10.0.0.7 5555 alice: How are you?"
+    assert codec.send(chat("ünï ✓", ip="::1", port=1)) == "INCOMING ::1 1 alice: ünï ✓".encode()
 
 
 def test_notices_errors_and_silent_events() -> None:
     codec = DatagramCodec()
-    assert codec.encode(Notice("Server shutting down")) == b"NOTICE Server shutting down"
+    assert codec.send(Notice("Server shutting down")) == b"NOTICE Server shutting down"
     error = Notice("Nickname already in use", is_error=True)
-    assert codec.encode(error) == b"ERROR Nickname already in use"
-    assert codec.encode(Welcome("alice", ("bob",))) == b""
-    assert codec.encode(Goodbye("alice")) == b""
+    assert codec.send(error) == b"ERROR Nickname already in use"
+    assert codec.send(Welcome("alice", ("bob",))) == b""
+    assert codec.send(Goodbye("alice")) == b""
     assert codec.farewell("Registration expired") == b"BYE Registration expired"
 
 
 def test_an_over_long_message_is_cut_at_a_character_and_marked() -> None:
     text = "é" * MAX_OUTGOING_BYTES  # two bytes each: far too long for one datagram
-    data = DatagramCodec().encode(chat(text))
+    data = DatagramCodec().send(chat(text))
     assert len(data) <= MAX_OUTGOING_BYTES
     decoded = data.decode()  # never split inside a character
     assert decoded.startswith("INCOMING 10.0.0.7 5555 alice: éé")
@@ -405,5 +405,5 @@ def test_the_client_parser_never_raises(data: bytes) -> None:
     port=st.integers(min_value=1, max_value=65535),
 )
 def test_what_the_server_encodes_the_client_reads_back(sender: str, text: str, port: int) -> None:
-    data = DatagramCodec().encode(chat(text, sender=sender, ip="192.168.1.20", port=port))
+    data = DatagramCodec().send(chat(text, sender=sender, ip="192.168.1.20", port=port))
     assert parse_server_datagram(data) == Incoming("192.168.1.20", port, sender, text)

@@ -335,14 +335,14 @@ def test_deep_arrays_inside_an_object_do_not_crash(key: bytes) -> None:
 
 
 def test_encode_chat_message_exact_bytes() -> None:
-    assert JsonCodec().encode(chat("alice", "hi", "2024-01-02 03:04:05")) == (
+    assert JsonCodec().send(chat("alice", "hi", "2024-01-02 03:04:05")) == (
         b'{"type": "broadcast", "nickname": "alice", "message": "hi", '
         b'"timestamp": "2024-01-02 03:04:05"}\n'
     )
 
 
 def test_encode_keeps_non_ascii_and_escapes_controls() -> None:
-    encoded = JsonCodec().encode(chat("José", "a\nb ✓", "t"))
+    encoded = JsonCodec().send(chat("José", "a\nb ✓", "t"))
     expected = '{"type": "broadcast", "nickname": "José", "message": "a\\nb ✓", "timestamp": "t"}'
     assert encoded == expected.encode() + b"\n"
     assert encoded.count(b"\n") == 1  # one object per line, whatever the text holds
@@ -350,23 +350,23 @@ def test_encode_keeps_non_ascii_and_escapes_controls() -> None:
 
 def test_encode_notices_welcome_goodbye_exact_bytes() -> None:
     codec = JsonCodec()
-    assert codec.encode(Notice("Nickname already in use", is_error=True)) == (
+    assert codec.send(Notice("Nickname already in use", is_error=True)) == (
         b'{"type": "error", "message": "Nickname already in use"}\n'
     )
-    assert codec.encode(Notice("server closing")) == (
+    assert codec.send(Notice("server closing")) == (
         b'{"type": "notice", "message": "server closing"}\n'
     )
-    assert codec.encode(Welcome("bob", ("alice", "carol"))) == (
+    assert codec.send(Welcome("bob", ("alice", "carol"))) == (
         b'{"type": "welcome", "nickname": "bob", "members": ["alice", "carol"]}\n'
     )
-    assert codec.encode(Goodbye("bob")) == (
+    assert codec.send(Goodbye("bob")) == (
         b'{"type": "bye", "nickname": "bob", "message": "Goodbye"}\n'
     )
 
 
 def test_encode_refuses_client_events() -> None:
     with pytest.raises(TypeError):
-        JsonCodec().encode(Leave())  # type: ignore[arg-type]
+        JsonCodec().send(Leave())  # type: ignore[arg-type]
 
 
 def test_json_codec_never_flushes_idle() -> None:
@@ -417,7 +417,7 @@ def test_server_encoder_into_client_codec() -> None:
         Welcome("bob", ("alice",)),
         Goodbye("bob"),
     ):
-        client.receive_data(server.encode(event))
+        client.receive_data(server.send(event))
     assert client.next_event() == Broadcast("alice", "hi\nthere", "t1")
     assert client.next_event() == ServerReply(
         "error", "Nickname already in use", {"type": "error", "message": "Nickname already in use"}

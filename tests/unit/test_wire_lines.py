@@ -306,17 +306,17 @@ def test_codec_invalid_utf8_replaced() -> None:
 
 def test_line_encode_exact_bytes() -> None:
     codec = LineCodec()
-    assert codec.encode(chat("alice", "hello")) == b"alice: hello\n"
-    assert codec.encode(chat("José", "ça va ✓")) == "José: ça va ✓\n".encode()
-    assert codec.encode(Notice("Name taken")) == b"*** Name taken\n"
-    assert codec.encode(Notice("bad", is_error=True)) == b"*** bad\n"
-    assert codec.encode(Welcome("alice", ("bob",))) == b""
-    assert codec.encode(Goodbye("alice")) == b""
+    assert codec.send(chat("alice", "hello")) == b"alice: hello\n"
+    assert codec.send(chat("José", "ça va ✓")) == "José: ça va ✓\n".encode()
+    assert codec.send(Notice("Name taken")) == b"*** Name taken\n"
+    assert codec.send(Notice("bad", is_error=True)) == b"*** bad\n"
+    assert codec.send(Welcome("alice", ("bob",))) == b""
+    assert codec.send(Goodbye("alice")) == b""
 
 
 def test_line_encode_refuses_client_events() -> None:
     with pytest.raises(TypeError):
-        LineCodec().encode(Say("x"))  # type: ignore[arg-type]
+        LineCodec().send(Say("x"))  # type: ignore[arg-type]
 
 
 # --- PortTaggedCodec --------------------------------------------------------------------------
@@ -360,11 +360,11 @@ def test_port_tagged_over_long_line() -> None:
 
 def test_port_tagged_encode_exact_bytes() -> None:
     codec = PortTaggedCodec()
-    assert codec.encode(chat("50123", "hello")) == b"50123:hello\n"
-    assert codec.encode(chat("50123", " spaced")) == b"50123: spaced\n"
-    assert codec.encode(Goodbye("50123")) == b"exit\n"
-    assert codec.encode(Notice("server closing")) == b"*** server closing\n"
-    assert codec.encode(Welcome("50123", ())) == b""
+    assert codec.send(chat("50123", "hello")) == b"50123:hello\n"
+    assert codec.send(chat("50123", " spaced")) == b"50123: spaced\n"
+    assert codec.send(Goodbye("50123")) == b"exit\n"
+    assert codec.send(Notice("server closing")) == b"*** server closing\n"
+    assert codec.send(Welcome("50123", ())) == b""
 
 
 # --- properties -------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ async def refuse_connection(stream: trio.SocketStream, config: ServerConfig) -> 
         with trio.move_on_after(SERVER_FULL_WAIT / 2):
             first = bytes(await stream.receive_some(1))
         codec = JsonCodec() if first.startswith(b"{") else LineCodec()
-        await stream.send_all(codec.encode(Notice(reason, is_error=True)))
+        await stream.send_all(codec.send(Notice(reason, is_error=True)))
     await trio.aclose_forcefully(stream)
 
 

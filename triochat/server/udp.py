@@ -306,7 +306,7 @@ class DatagramEndpoint:
     def _refuse(self, sock: DatagramSocket, address: Address, reason: str) -> None:
         """One short ``ERROR`` reply, if the reply queue has room; never more."""
         self._stats.refused += 1
-        data = self._codec.encode(Notice(reason, is_error=True))[:MAX_REPLY_BYTES]
+        data = self._codec.send(Notice(reason, is_error=True))[:MAX_REPLY_BYTES]
         try:
             self._replies_send.send_nowait((sock, address, data))
         except trio.WouldBlock:

@@ -217,7 +217,7 @@ class MemberWriter:
 
     async def send_direct(self, event: ServerEvent) -> None:
         """Write one event now, before :meth:`serve` runs (registration replies)."""
-        data = self.codec.encode(event)
+        data = self.codec.send(event)
         if data:
             await self._write_message(data)
         else:
@@ -256,7 +256,7 @@ class MemberWriter:
                     elif data:
                         await self._write_unframed(codec.unframe(data))
                 if self._final is not None:
-                    data = codec.encode(self._final)
+                    data = codec.send(self._final)
                     if data:
                         await self._write_message(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):

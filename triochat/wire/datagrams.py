@@ -137,7 +137,7 @@ class DatagramCodec:
 
     dialect = Dialect.DATAGRAM
 
-    def encode(self, event: ServerEvent) -> bytes:
+    def send(self, event: ServerEvent) -> bytes:
         """The datagram that shows ``event``; ``b""`` means send nothing."""
         if isinstance(event, ChatMessage):
             head = f"INCOMING {event.sender_ip} {event.sender_port} {event.sender}: "
@@ -149,7 +149,7 @@ class DatagramCodec:
         if isinstance(event, Welcome | Goodbye):
             # Seed-002 clients know no acknowledgements: joining and leaving stay silent.
             return b""
-        raise TypeError(f"cannot encode {event!r}")
+        raise TypeError(f"cannot send {event!r}")
 
     def farewell(self, reason: str) -> bytes:
         """``BYE <reason>``: the server ended this address's registration."""

@@ -292,7 +292,7 @@ class JsonCodec:
         """Never anything: a half-received object stays buffered until it completes."""
         return None
 
-    def encode(self, event: ServerEvent) -> bytes:
+    def send(self, event: ServerEvent) -> bytes:
         """One JSON object and a newline for ``event``."""
         if isinstance(event, ChatMessage):
             return _dump(
@@ -339,7 +339,7 @@ class JsonCodec:
                     "message": event.reason,
                 }
             )
-        raise TypeError(f"cannot encode {event!r}")
+        raise TypeError(f"cannot send {event!r}")
 
 
 # --- client side ------------------------------------------------------------------------------

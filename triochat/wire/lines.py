@@ -191,7 +191,7 @@ class LineCodec(_LineDialect):
             )
         return Say(line)
 
-    def encode(self, event: ServerEvent) -> bytes:
+    def send(self, event: ServerEvent) -> bytes:
         """Bytes that show ``event`` to a line member (empty when it shows nothing)."""
         if isinstance(event, ChatMessage):
             return f"{event.sender}: {event.text}\n".encode()
@@ -203,7 +203,7 @@ class LineCodec(_LineDialect):
             # Seed-000 clients print every line they get: joining and leaving stay silent,
             # and line members have no file port to announce anything to.
             return b""
-        raise TypeError(f"cannot encode {event!r}")
+        raise TypeError(f"cannot send {event!r}")
 
 
 class PortTaggedCodec(_LineDialect):
@@ -221,7 +221,7 @@ class PortTaggedCodec(_LineDialect):
             return None
         return Say(line)
 
-    def encode(self, event: ServerEvent) -> bytes:
+    def send(self, event: ServerEvent) -> bytes:
         """Bytes that show ``event`` to a port-tagged member."""
         if isinstance(event, ChatMessage):
             return f"{event.sender}:{event.text}\n".encode()
@@ -233,4 +233,4 @@ class PortTaggedCodec(_LineDialect):
             return f"*** File {event.filename} from {event.owner} failed: {event.reason}\n".encode()
         if isinstance(event, Welcome | FileAnnouncement):
             return b""
-        raise TypeError(f"cannot encode {event!r}")
+        raise TypeError(f"cannot send {event!r}")
