@@ -20,6 +20,7 @@ from pathlib import Path
 
 from triochat.client import early
 from triochat.clock import now_display
+from triochat.events import Hello
 from triochat.startup import EXIT_INTERRUPTED, defer_ctrl_c, hand_ctrl_c_to_trio
 from triochat.text import InvalidName, check_name
 from triochat.wire.datagrams import greeting
@@ -212,7 +213,7 @@ def _start_json_client(
         f"ChatClient started with server IP: {ip}, port: {port}, nickname: {nickname}, "
         f"client ID: {client_id}, Date/Time: {started}"
     )
-    start.send(JsonClientCodec.nickname(nickname, client_id, started))
+    start.send(JsonClientCodec().send(Hello(nickname, client_id, started)))
     from triochat.client.json_client import run_json_client
 
     return partial(run_json_client, start, nickname, client_id, started)
@@ -249,7 +250,8 @@ def _start_menu_client(
     name = start.read_first_line()
     if name is not None:
         name = name.strip()
-        start.send(JsonClientCodec.nickname(name, MENU_CLIENT_ID, now_display(), listen_port))
+        hello = Hello(name, MENU_CLIENT_ID, now_display(), listen_port)
+        start.send(JsonClientCodec().send(hello))
     from triochat.client.menu_client import run_menu_client
 
     return partial(run_menu_client, start, name, listen_port, share_dir)

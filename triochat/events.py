@@ -1,7 +1,10 @@
 """Frozen events that every dialect speaks.
 
-Codecs in :mod:`triochat.wire` turn bytes into *client events* and *server events* into bytes;
-the room and the sessions only ever see these objects. This module is pure: no I/O, no trio.
+Codecs in :mod:`triochat.wire` come in two roles over the same events (h11's way): the server
+role decodes *client events* and sends *server events*, the client role sends client events
+and decodes server events. The room and the sessions only ever see these objects. A client
+learns only what its dialect carries: fields its wire has no room for keep their defaults.
+This module is pure: no I/O, no trio.
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ class Say:
 
 @dataclass(frozen=True, slots=True)
 class Leave:
-    """The member wants to go (``disconnect``, ``/quit``, ``exit``)."""
+    """The member wants to go (``disconnect``, ``/quit``, ``exit``).
+
+    ``nickname`` and ``client_id`` are what a JSON ``disconnect`` carries (seed 003 sends
+    them); the server goes by the connection, not by them.
+    """
+
+    nickname: str | None = None
+    client_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,18 +82,21 @@ class ChatMessage:
     Attributes:
         sender: the sender's name in the room.
         text: the message text, already free of control characters.
-        timestamp: the timestamp to forward (the sender's own, or the server's receive time).
-        display_time: ``timestamp`` as ``YYYY-MM-DD HH:MM:SS`` local time, for consoles.
-        sender_ip: the sender's IP address (datagram members show it in ``INCOMING``).
-        sender_port: the sender's port.
+        timestamp: the timestamp to forward (the sender's own, or the server's receive time;
+            ``""`` when a client's server sent none).
+        display_time: ``timestamp`` as ``YYYY-MM-DD HH:MM:SS`` local time, for consoles
+            (``""`` on a client: no dialect carries it).
+        sender_ip: the sender's IP address (datagram members show it in ``INCOMING``;
+            ``""`` where a client's dialect does not carry it).
+        sender_port: the sender's port (``0`` where a client's dialect does not carry it).
     """
 
     sender: str
     text: str
     timestamp: str
-    display_time: str
-    sender_ip: str
-    sender_port: int
+    display_time: str = ""
+    sender_ip: str = ""
+    sender_port: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +131,24 @@ class Goodbye:
     name: str
 
 
+class TransferRole(Enum):
+    """A member's part in one file transfer."""
+
+    FETCH = "fetch"
+    """The member owns the file and serves it when the relay connects."""
+    DELIVER = "deliver"
+    """The member asked for the file and receives it when the relay connects."""
+
+
 @dataclass(frozen=True, slots=True)
 class FileAnnouncement:
     """The server will open a file connection to this member presenting ``token``.
 
-    ``role`` is ``"fetch"`` when the member owns ``filename`` and should serve it, and
-    ``"deliver"`` when the member asked for it and will receive it. ``peer`` is the other end.
+    ``role`` says whether the member serves ``filename`` or receives it; ``peer`` is the
+    other end (the requester when fetching, the owner when delivering).
     """
 
-    role: str
+    role: TransferRole
     token: str
     filename: str
     peer: str

@@ -242,9 +242,9 @@ class World:
             event = delivery.event
             peer.events.append(event)
             if isinstance(event, FileAnnouncement):
-                peer.agent.announce(event.role, event.token, event.filename, event.peer)
+                peer.agent.announce(event)
             elif isinstance(event, FileFailed):
-                peer.agent.transfer_failed(event.token, event.filename, event.owner, event.reason)
+                peer.agent.transfer_failed(event)
 
     async def connect(self, ip: str, port: int) -> trio.abc.Stream:
         self.dials.append((ip, port))

@@ -27,7 +27,7 @@ from triochat.client.json_client import (
     join_reply,
     run_json_client,
 )
-from triochat.wire.json_lines import Broadcast, ServerReply
+from triochat.events import ChatMessage, Notice, Welcome
 
 from .helpers import Typist, client_start, json_line, next_object
 
@@ -85,8 +85,8 @@ async def test_server_objects_parse_a_stream_of_concatenated_objects() -> None:
     objects = ServerObjects(theirs)
     await ours.send_all(b'{"type": "welcome"}{"type": "broadcast", "nickname": "bob", ')
     await ours.send_all(b'"message": "hi", "timestamp": "2024-01-02 03:04:05"}\n')
-    assert await objects.next() == ServerReply("welcome", "", {"type": "welcome"})
-    assert await objects.next() == Broadcast("bob", "hi", "2024-01-02 03:04:05")
+    assert await objects.next() == Welcome("", ())
+    assert await objects.next() == ChatMessage("bob", "hi", "2024-01-02 03:04:05")
     await ours.aclose()
     assert await objects.next() is None
     assert objects.closed
@@ -98,9 +98,7 @@ async def test_server_objects_skip_a_bad_line_and_end_on_an_unframeable_stream(
     ours, theirs = trio.testing.memory_stream_pair()
     objects = ServerObjects(theirs)
     await ours.send_all(b'[1, 2]\n{"type": "notice", "message": "ok"}\n')
-    reply = await objects.next()
-    assert isinstance(reply, ServerReply)
-    assert (reply.type, reply.message) == ("notice", "ok")
+    assert await objects.next() == Notice("ok")
     assert "Bad data from the server" in capsys.readouterr().err
 
 
@@ -123,7 +121,7 @@ async def test_a_broadcast_before_the_answer_means_joined_and_is_kept_for_the_ch
         + json_line(type="broadcast", nickname="bob", message="first", timestamp="t")
     )
     assert await join_reply(objects) is IMPLIED_WELCOME
-    assert await objects.next() == Broadcast("bob", "first", "t")
+    assert await objects.next() == ChatMessage("bob", "first", "t")
     assert trio.current_time() == 0.0
 
 

@@ -33,7 +33,7 @@ import trio.testing
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from triochat.events import ClientEvent, Hello, Leave, Say
+from triochat.events import ChatMessage, ClientEvent, Hello, Leave, Say
 from triochat.server.config import ServerConfig
 from triochat.server.reader import EventReader, sniff_codec
 from triochat.text import check_name
@@ -60,7 +60,7 @@ from triochat.wire.datagrams import (
     parse_datagram,
     parse_server_datagram,
 )
-from triochat.wire.json_lines import Broadcast, JsonClientCodec, JsonCodec, JsonObjectFramer
+from triochat.wire.json_lines import JsonClientCodec, JsonObjectFramer, JsonServerCodec
 from triochat.wire.lines import LineCodec, LineFramer, PortTaggedCodec
 
 from .helpers import split
@@ -159,9 +159,9 @@ TARGETS = [
     ),
     Target(
         "json server",
-        lambda: JsonCodec(LIMIT * 4),
-        JsonCodec.next_event,
-        JsonCodec.flush_idle,
+        lambda: JsonServerCodec(LIMIT * 4),
+        JsonServerCodec.next_event,
+        JsonServerCodec.flush_idle,
         "either",
     ),
     Target(
@@ -323,7 +323,7 @@ valid_broadcasts = st.builds(
             {"type": "broadcast", "nickname": nick, "message": text, "timestamp": stamp},
             ensure_ascii=ascii_only,
         ).encode(),
-        Broadcast(nick, text, stamp),
+        ChatMessage(nick, text, stamp),
     ),
     json_text,
     st.text(max_size=10),
@@ -363,7 +363,7 @@ def json_segments(valid: st.SearchStrategy[tuple[bytes, object]]) -> st.SearchSt
 
 
 def run_segments(
-    codec: JsonCodec | JsonClientCodec, segments: list[Any], cuts: list[int]
+    codec: JsonServerCodec | JsonClientCodec, segments: list[Any], cuts: list[int]
 ) -> tuple[list[object], int]:
     stream = b"".join(raw + sep for (_, raw, _), sep in segments)
     events: list[object] = []
@@ -382,7 +382,7 @@ def run_segments(
 def test_json_server_codec_loses_no_good_object_next_to_bad_ones(
     segments: list[Any], cuts: list[int]
 ) -> None:
-    events, errors = run_segments(JsonCodec(), segments, cuts)
+    events, errors = run_segments(JsonServerCodec(), segments, cuts)
     assert events == [expected for (kind, _, expected), _ in segments if kind == "good"]
     bad_objects_sent = sum(kind == "bad object" for (kind, _, _), _ in segments)
     assert errors >= bad_objects_sent
@@ -397,7 +397,7 @@ def test_json_client_codec_loses_no_good_object_next_to_bad_ones(
 ) -> None:
     # The client takes any object as a reply; only what is not JSON at all is an error.
     events, _ = run_segments(JsonClientCodec(), segments, cuts)
-    broadcasts = [event for event in events if isinstance(event, Broadcast)]
+    broadcasts = [event for event in events if isinstance(event, ChatMessage)]
     assert broadcasts == [expected for (kind, _, expected), _ in segments if kind == "good"]
 
 
@@ -406,8 +406,8 @@ def test_json_client_codec_loses_no_good_object_next_to_bad_ones(
 def test_json_over_limit_or_too_deep_is_fatal_and_everything_else_recoverable(
     junk: bytes, cuts: list[int]
 ) -> None:
-    codec = JsonCodec(64)
-    target = Target("json", lambda: codec, JsonCodec.next_event, _nothing, "either")
+    codec = JsonServerCodec(64)
+    target = Target("json", lambda: codec, JsonServerCodec.next_event, _nothing, "either")
     for chunk in split(junk, cuts):
         codec.receive_data(chunk)
         try:

@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 from triochat.client.file_agent import ANNOUNCE_WAIT, HEADER_TIMEOUT, FileAgent
+from triochat.events import FileAnnouncement, TransferRole
 from triochat.wire.chunks import (
     CHUNK_SIZE,
     ChunkDecoder,
@@ -41,7 +42,7 @@ async def test_stranger_with_unknown_token_gets_nothing_after_announce_wait(
     (tmp_path / "a.txt").write_bytes(b"secret")
     reports = Reports()
     agent = FileAgent(tmp_path, reports, announce_wait=1.5)
-    agent.announce("fetch", TOKEN, "a.txt", "bob")
+    agent.announce(FileAnnouncement(TransferRole.FETCH, TOKEN, "a.txt", "bob"))
     ours, theirs = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(agent.handle, theirs)
@@ -102,7 +103,7 @@ async def test_garbage_instead_of_a_header_gets_nothing(
 ) -> None:
     (tmp_path / "a.txt").write_bytes(b"secret")
     agent = FileAgent(tmp_path, Reports(), announce_wait=1.0)
-    agent.announce("fetch", TOKEN, "a.txt", "bob")
+    agent.announce(FileAnnouncement(TransferRole.FETCH, TOKEN, "a.txt", "bob"))
     ours, theirs = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(agent.handle, theirs)
@@ -121,7 +122,7 @@ async def test_token_announced_after_the_connection_arrived_is_served(
         nursery.start_soon(agent.handle, theirs)
         await ours.send_all(encode_header({"token": TOKEN}))
         await trio.sleep(ANNOUNCE_WAIT * 0.8)  # virtual time: the chat connection is slow
-        agent.announce("fetch", TOKEN, "late.bin", "bob")
+        agent.announce(FileAnnouncement(TransferRole.FETCH, TOKEN, "late.bin", "bob"))
         raw = await read_to_end(ours)
     reply = parse_reply(raw)
     assert reply.header == {"status": "ok", "size": len(data)}
@@ -135,7 +136,7 @@ async def test_a_token_serves_one_connection_only(
 ) -> None:
     (tmp_path / "a.txt").write_bytes(b"once")
     agent = FileAgent(tmp_path, Reports(), announce_wait=1.0)
-    agent.announce("fetch", TOKEN, "a.txt", "bob")
+    agent.announce(FileAnnouncement(TransferRole.FETCH, TOKEN, "a.txt", "bob"))
     first = await fetch(agent)
     assert first.decoded()[0] == b"once"
     second = await fetch(agent)
@@ -147,7 +148,7 @@ async def test_fetch_serves_every_byte_value_in_frames(tmp_path: Path) -> None:
     data = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and a bit: several frames
     (tmp_path / "all.bin").write_bytes(data)
     agent = FileAgent(tmp_path, Reports())
-    agent.announce("fetch", TOKEN, "all.bin", "bob")
+    agent.announce(FileAnnouncement(TransferRole.FETCH, TOKEN, "all.bin", "bob"))
     reply = await fetch(agent)
     assert reply.header == {"status": "ok", "size": len(data)}
     got, events = reply.decoded()
@@ -159,7 +160,7 @@ async def test_fetch_serves_every_byte_value_in_frames(tmp_path: Path) -> None:
 async def test_fetch_of_an_empty_file(tmp_path: Path) -> None:
     (tmp_path / "empty").write_bytes(b"")
     agent = FileAgent(tmp_path, Reports())
-    agent.announce("fetch", TOKEN, "empty", "bob")
+    agent.announce(FileAnnouncement(TransferRole.FETCH, TOKEN, "empty", "bob"))
     reply = await fetch(agent)
     assert reply.header == {"status": "ok", "size": 0}
     assert reply.rest == end_of(b"")
@@ -167,7 +168,7 @@ async def test_fetch_of_an_empty_file(tmp_path: Path) -> None:
 
 async def test_fetch_of_a_missing_file_gets_an_error_header(tmp_path: Path) -> None:
     agent = FileAgent(tmp_path, Reports())
-    agent.announce("fetch", TOKEN, "missing.txt", "bob")
+    agent.announce(FileAnnouncement(TransferRole.FETCH, TOKEN, "missing.txt", "bob"))
     reply = await fetch(agent)
     assert reply.header == {"status": "error", "message": "no such file"}
     assert reply.rest == b""
@@ -217,7 +218,7 @@ async def test_path_tricks_get_an_error_and_never_file_bytes(
     share: Path, filename: str, message: str
 ) -> None:
     agent = FileAgent(share, Reports())
-    agent.announce("fetch", TOKEN, filename, "bob")
+    agent.announce(FileAnnouncement(TransferRole.FETCH, TOKEN, filename, "bob"))
     ours, theirs = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(agent.handle, theirs)
@@ -234,7 +235,7 @@ async def test_a_link_that_stays_inside_the_share_directory_is_served(share: Pat
     (share / "real.txt").write_bytes(b"inside")
     (share / "alias.txt").symlink_to("real.txt")
     agent = FileAgent(share, Reports())
-    agent.announce("fetch", TOKEN, "alias.txt", "bob")
+    agent.announce(FileAnnouncement(TransferRole.FETCH, TOKEN, "alias.txt", "bob"))
     reply = await fetch(agent)
     assert reply.header == {"status": "ok", "size": 6}
     assert reply.decoded()[0] == b"inside"
@@ -262,7 +263,7 @@ async def test_read_error_mid_file_is_reported_with_an_error_frame(
 
     monkeypatch.setattr(trio, "open_file", open_failing)
     agent = FileAgent(tmp_path, Reports())
-    agent.announce("fetch", TOKEN, "flaky.bin", "bob")
+    agent.announce(FileAnnouncement(TransferRole.FETCH, TOKEN, "flaky.bin", "bob"))
     reply = await fetch(agent)
     assert reply.header == {"status": "ok", "size": 3 * CHUNK_SIZE}
     decoder = ChunkDecoder()
@@ -313,7 +314,7 @@ async def test_a_file_that_grows_while_sent_arrives_as_read_and_verified(
 
     monkeypatch.setattr(trio, "open_file", open_growing)
     agent = FileAgent(tmp_path, Reports())
-    agent.announce("fetch", TOKEN, "log.txt", "bob")
+    agent.announce(FileAnnouncement(TransferRole.FETCH, TOKEN, "log.txt", "bob"))
     reply = await fetch(agent)
     assert reply.header == {"status": "ok", "size": len(original)}  # the size when it started
     decoder = ChunkDecoder()

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from triochat.events import FileAnnouncement, FileFailed
+from triochat.events import FileAnnouncement, FileFailed, TransferRole
 from triochat.server.relay import MAX_TRANSFERS
 
 from .file_transfer_helpers import World, in_world, listing, temp_files
@@ -50,12 +50,12 @@ async def test_relay_moves_every_byte_value_and_a_large_random_file(tmp_path: Pa
         (fetch_one, fetch_two) = alice.told(FileAnnouncement)
         (deliver_one, deliver_two) = bob.told(FileAnnouncement)
         assert (fetch_one.role, fetch_one.filename, fetch_one.peer) == (
-            "fetch",
+            TransferRole.FETCH,
             "all_bytes.bin",
             "bob",
         )
         assert (deliver_one.role, deliver_one.filename, deliver_one.peer) == (
-            "deliver",
+            TransferRole.DELIVER,
             "all_bytes.bin",
             "alice",
         )

@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 from triochat.client.file_agent import FileAgent
+from triochat.events import FileAnnouncement, FileFailed, TransferRole
 from triochat.wire.chunks import (
     encode_end,
     encode_error,
@@ -46,7 +47,7 @@ async def test_delivery_is_written_atomically_with_ordinary_permissions(tmp_path
     reports = Reports()
     with umask(0o027):
         agent = FileAgent(tmp_path, reports)
-    agent.announce("deliver", TOKEN, "photo.bin", "alice")
+    agent.announce(FileAnnouncement(TransferRole.DELIVER, TOKEN, "photo.bin", "alice"))
     stream = delivery(data)
     cut = len(stream) // 2
     ours, theirs = trio.testing.memory_stream_pair()
@@ -70,7 +71,7 @@ async def test_delivery_is_written_atomically_with_ordinary_permissions(tmp_path
 async def test_delivery_mode_follows_the_umask(tmp_path: Path) -> None:
     with umask(0o002):
         agent = FileAgent(tmp_path, Reports())
-    agent.announce("deliver", TOKEN, "a.txt", "alice")
+    agent.announce(FileAnnouncement(TransferRole.DELIVER, TOKEN, "a.txt", "alice"))
     ours, theirs = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(agent.handle, theirs)
@@ -116,7 +117,7 @@ async def test_broken_delivery_leaves_no_file_and_no_temp_file(tmp_path: Path, c
     (tmp_path / "kept.txt").write_bytes(b"old contents")
     reports = Reports()
     agent = FileAgent(tmp_path, reports)
-    agent.announce("deliver", TOKEN, "kept.txt", "alice")
+    agent.announce(FileAnnouncement(TransferRole.DELIVER, TOKEN, "kept.txt", "alice"))
     ours, theirs = trio.testing.memory_stream_pair()
     with trio.fail_after(GUARD):
         async with trio.open_nursery() as nursery:
@@ -139,7 +140,7 @@ async def test_broken_delivery_leaves_no_file_and_no_temp_file(tmp_path: Path, c
 @pytest.mark.parametrize("cut", [0, 10, len(HEADER) + 1, len(WHOLE) // 2, len(WHOLE) - 1])
 async def test_delivery_cut_by_a_closed_connection_leaves_nothing(tmp_path: Path, cut: int) -> None:
     agent = FileAgent(tmp_path, Reports())
-    agent.announce("deliver", TOKEN, "cut.bin", "alice")
+    agent.announce(FileAnnouncement(TransferRole.DELIVER, TOKEN, "cut.bin", "alice"))
     ours, theirs = trio.testing.memory_stream_pair()
     with trio.fail_after(GUARD):
         async with trio.open_nursery() as nursery:
@@ -154,7 +155,7 @@ async def test_delivery_under_a_tricky_name_writes_nothing(tmp_path: Path, filen
     share = tmp_path / "share"
     share.mkdir()
     agent = FileAgent(share, Reports())
-    agent.announce("deliver", TOKEN, filename, "alice")
+    agent.announce(FileAnnouncement(TransferRole.DELIVER, TOKEN, filename, "alice"))
     ours, theirs = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(agent.handle, theirs)
@@ -171,7 +172,7 @@ async def test_delivery_replaces_a_link_and_never_writes_through_it(tmp_path: Pa
     outside.write_bytes(b"must stay")
     (share / "evil.txt").symlink_to(outside)
     agent = FileAgent(share, Reports())
-    agent.announce("deliver", TOKEN, "evil.txt", "alice")
+    agent.announce(FileAnnouncement(TransferRole.DELIVER, TOKEN, "evil.txt", "alice"))
     ours, theirs = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(agent.handle, theirs)
@@ -186,12 +187,12 @@ async def test_a_failure_reported_twice_is_shown_once(tmp_path: Path) -> None:
     """The relay reports failures over chat and the file connection may too: one line."""
     lines: list[str] = []
     agent = FileAgent(tmp_path, lines.append)
-    agent.announce("deliver", "t1", "a.txt", "owner")
-    agent.transfer_failed("t1", "a.txt", "owner", "no such file")
-    agent.transfer_failed("t1", "a.txt", "owner", "no such file")
-    agent.transfer_failed("t2", "b.txt", "owner", "owner gone")
-    agent.transfer_failed("", "c.txt", "owner", "no such member")
-    agent.transfer_failed("", "c.txt", "owner", "no such member")
+    agent.announce(FileAnnouncement(TransferRole.DELIVER, "t1", "a.txt", "owner"))
+    agent.transfer_failed(FileFailed("t1", "a.txt", "owner", "no such file"))
+    agent.transfer_failed(FileFailed("t1", "a.txt", "owner", "no such file"))
+    agent.transfer_failed(FileFailed("t2", "b.txt", "owner", "owner gone"))
+    agent.transfer_failed(FileFailed("", "c.txt", "owner", "no such member"))
+    agent.transfer_failed(FileFailed("", "c.txt", "owner", "no such member"))
     assert lines == [
         "File a.txt from owner failed: no such file",
         "File b.txt from owner failed: owner gone",
@@ -224,7 +225,7 @@ async def test_a_full_disk_on_the_requester_leaves_no_file_and_says_why(
     monkeypatch.setattr("triochat.client.file_agent.os.fdopen", fdopen_full)
     reports = Reports()
     agent = FileAgent(tmp_path, reports)
-    agent.announce("deliver", TOKEN, "movie.bin", "alice")
+    agent.announce(FileAnnouncement(TransferRole.DELIVER, TOKEN, "movie.bin", "alice"))
     ours, theirs = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(agent.handle, theirs)

@@ -14,7 +14,7 @@ from triochat.room import OUTBOX_LIMIT, Room
 from triochat.server.config import ServerConfig
 from triochat.server.reader import sniff_codec
 from triochat.server.session import ChatSession
-from triochat.wire.json_lines import JsonCodec
+from triochat.wire.json_lines import JsonServerCodec
 from triochat.wire.lines import LineCodec, PortTaggedCodec
 
 from .helpers import NOW, Peer
@@ -248,7 +248,7 @@ async def test_sniffing_picks_json_after_leading_white_space(first_bytes: bytes)
     client, server = trio.testing.memory_stream_pair()
     await client.send_all(first_bytes)
     codec = await sniff_codec(server, LIMITS)
-    assert isinstance(codec, JsonCodec)
+    assert isinstance(codec, JsonServerCodec)
 
 
 async def test_sniffing_picks_lines_otherwise_and_keeps_the_bytes() -> None:

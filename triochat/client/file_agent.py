@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from triochat.events import FileAnnouncement, FileFailed, TransferRole
 from triochat.transfer_io import FileLink, TransferError
 from triochat.wire.chunks import (
     CHUNK_SIZE,
@@ -55,7 +56,7 @@ MAX_PENDING = 256
 class Expected:
     """A transfer the server announced: our ``role`` in it, the file, and the other member."""
 
-    role: str
+    role: TransferRole
     filename: str
     peer: str
 
@@ -94,18 +95,22 @@ class FileAgent:
 
     # --- announcements (from the chat connection) --------------------------------------------
 
-    def announce(self, role: str, token: str, filename: str, peer: str) -> None:
-        """The server will connect with ``token``; remember what for."""
-        self._expected[token] = Expected(role, filename, peer)
+    def announce(self, announcement: FileAnnouncement) -> None:
+        """The server will connect with the announced token; remember what for."""
+        self._expected[announcement.token] = Expected(
+            announcement.role, announcement.filename, announcement.peer
+        )
         while len(self._expected) > MAX_PENDING:
             self._expected.popitem(last=False)
         self._announced.set()
         self._announced = trio.Event()
 
-    def transfer_failed(self, token: str, filename: str, owner: str, reason: str) -> None:
+    def transfer_failed(self, failure: FileFailed) -> None:
         """The server says a transfer we asked for failed (said once per transfer)."""
-        self._expected.pop(token, None)
-        self._report_once(token, f"File {filename} from {owner} failed: {reason}")
+        self._expected.pop(failure.token, None)
+        self._report_once(
+            failure.token, f"File {failure.filename} from {failure.owner} failed: {failure.reason}"
+        )
 
     def _report_once(self, token: str, line: str) -> None:
         """Print a transfer's outcome unless it was printed already.
@@ -158,7 +163,7 @@ class FileAgent:
                 expected = await self._claim(token)
                 if expected is None or not isinstance(token, str):
                     return
-                if expected.role == "fetch":
+                if expected.role is TransferRole.FETCH:
                     await self._serve_file(link, expected)
                 else:
                     await self._receive_file(link, token, expected, headers.take_rest())

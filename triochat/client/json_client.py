@@ -23,10 +23,11 @@ from triochat.client.connection import LEAVE_GRACE, RECEIVE_SIZE, PacedSender, a
 from triochat.client.early import EarlyStart
 from triochat.client.terminal import StdinLines, say, stdin_is_terminal, warn
 from triochat.clock import now_display
+from triochat.events import ChatMessage, Goodbye, Hello, Leave, Notice, Say, ServerEvent, Welcome
 from triochat.startup import EXIT_INTERRUPTED, ctrl_c_pending
 from triochat.timestamps import display_time_of
 from triochat.wire.common import MAX_SERVER_LINE_BYTES, NEED_DATA, RemoteProtocolError
-from triochat.wire.json_lines import Broadcast, JsonClientCodec, ServerReply
+from triochat.wire.json_lines import JsonClientCodec
 
 DISCONNECT_COMMAND = "disconnect"
 
@@ -51,15 +52,19 @@ class SessionStats:
 
 
 class ServerObjects:
-    """JSON objects from the server as events; ``None`` once the server has closed."""
+    """JSON objects from the server as events; ``None`` once the server has closed.
+
+    Attributes:
+        codec: the connection's client-role codec; senders use its ``send`` too.
+    """
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
-        self._codec = JsonClientCodec(MAX_SERVER_LINE_BYTES)
-        self._unread: Broadcast | ServerReply | None = None
+        self.codec = JsonClientCodec(MAX_SERVER_LINE_BYTES)
+        self._unread: ServerEvent | None = None
         self.closed = False
 
-    def unread(self, event: Broadcast | ServerReply) -> None:
+    def unread(self, event: ServerEvent) -> None:
         """Have :meth:`next` return ``event`` again before anything new (one at most)."""
         self._unread = event
 
@@ -72,14 +77,14 @@ class ServerObjects:
             self.unread(event)
         return False
 
-    async def next(self) -> Broadcast | ServerReply | None:
+    async def next(self) -> ServerEvent | None:
         """The next event from the server, or ``None`` at end of connection."""
         if self._unread is not None:
             unread, self._unread = self._unread, None
             return unread
         while True:
             try:
-                event = self._codec.next_event()
+                event = self.codec.next_event()
             except RemoteProtocolError as error:
                 warn(f"Bad data from the server: {error}")
                 if error.recoverable:
@@ -96,41 +101,45 @@ class ServerObjects:
             if not data:
                 self.closed = True
                 return None
-            self._codec.receive_data(data)
+            self.codec.receive_data(data)
 
 
 JOIN_REPLY_WAIT = 2.0
 """Seconds to wait for the answer to a join. Seed 003's server answers only a taken nickname,
 so silence means accepted; triochat's answers at once, and the margin is for a loaded machine."""
 
-IMPLIED_WELCOME = ServerReply("welcome", "", {})
+IMPLIED_WELCOME = Welcome("", ())
 """What a server that does not acknowledge joins is taken to have said."""
 
 
-async def join_reply(server: ServerObjects) -> ServerReply | None:
-    """The answer to a ``nickname`` object: ``welcome`` (said or implied), ``error``, or None.
+def is_refusal(event: ServerEvent) -> bool:
+    """True for an ``error`` object: it refuses a name or ends the session."""
+    return isinstance(event, Notice) and event.is_error and not event.recoverable
+
+
+async def join_reply(server: ServerObjects) -> Welcome | Notice | None:
+    """The answer to a ``nickname`` object: a welcome (said or implied), a refusal, or None.
 
     A broadcast also means the join was accepted (only members get them); it stays for the
     chat loop to show. Other objects before the answer are not for a member yet: skipped.
     """
     with trio.move_on_after(JOIN_REPLY_WAIT):
         while (reply := await server.next()) is not None:
-            if isinstance(reply, Broadcast):
+            if isinstance(reply, ChatMessage):
                 server.unread(reply)
                 return IMPLIED_WELCOME
-            if reply.type in ("welcome", "error"):
+            if isinstance(reply, Welcome) or (isinstance(reply, Notice) and is_refusal(reply)):
                 return reply
         return None
     return IMPLIED_WELCOME
 
 
-def show_reply(reply: ServerReply, acknowledged: trio.Event) -> None:
+def show_reply(reply: ServerEvent, acknowledged: trio.Event) -> None:
     """What the JSON and menu clients do alike with a reply after joining."""
-    if reply.type in ("bye", "disconnect"):
-        # "bye" is triochat's acknowledgement; a seed server may answer "disconnect".
+    if isinstance(reply, Goodbye):
         acknowledged.set()
-    elif reply.type in ("error", "notice"):
-        warn(f"Server: {reply.message}")
+    elif isinstance(reply, Notice):
+        warn(f"Server: {reply.text}")
 
 
 def server_went_away() -> int:
@@ -198,9 +207,9 @@ async def _join(
         reply = await join_reply(server)
         if reply is None:
             return JoinEnded.CLOSED
-        if reply.type == "welcome":
+        if isinstance(reply, Welcome):
             return nickname
-        say(reply.message)
+        say(reply.text)
         if await server.closes_within(REFUSED_CLOSE_WAIT):
             return JoinEnded.CLOSED
         say("Enter a different nickname:")
@@ -208,7 +217,7 @@ async def _join(
         if line is None or line.strip() == DISCONNECT_COMMAND:
             return JoinEnded.LEFT
         nickname = line.strip()
-        await sender.send(JsonClientCodec.nickname(nickname, client_id, now_display()))
+        await sender.send(server.codec.send(Hello(nickname, client_id, now_display())))
 
 
 async def run_json_client(start: EarlyStart, nickname: str, client_id: str, started: str) -> int:
@@ -252,11 +261,11 @@ async def run_json_client(start: EarlyStart, nickname: str, client_id: str, star
                 async def show_incoming() -> None:
                     nonlocal exit_code
                     while (event := await server.next()) is not None:
-                        if isinstance(event, Broadcast):
+                        if isinstance(event, ChatMessage):
                             shown_time = display_time_of(event.timestamp, now_display())
-                            say(f"{shown_time} :: {event.nickname}: {event.message}")
+                            say(f"{shown_time} :: {event.sender}: {event.text}")
                             stats.messages_received += 1
-                            stats.chars_received += len(event.message)
+                            stats.chars_received += len(event.text)
                         else:
                             show_reply(event, acknowledged)
                     if not leaving:
@@ -271,7 +280,7 @@ async def run_json_client(start: EarlyStart, nickname: str, client_id: str, star
                             return
                         leaving = True
                         try:
-                            await sender.send(JsonClientCodec.disconnect(joined_as, client_id))
+                            await sender.send(server.codec.send(Leave(joined_as, client_id)))
                         except (trio.BrokenResourceError, trio.ClosedResourceError):
                             nursery.cancel_scope.cancel()
                             return
@@ -290,7 +299,7 @@ async def run_json_client(start: EarlyStart, nickname: str, client_id: str, star
                                 if leaving:
                                     return
                                 await sender.send(
-                                    JsonClientCodec.message(joined_as, line, now_display())
+                                    server.codec.send(Say(line, joined_as, now_display()))
                                 )
                             stats.messages_sent += 1
                             stats.chars_sent += len(line)

@@ -18,7 +18,17 @@ from triochat.client.file_agent import FileAgent
 from triochat.client.json_client import ServerObjects, join_reply, server_went_away, show_reply
 from triochat.client.terminal import StdinLines, say
 from triochat.clock import now_display
-from triochat.wire.json_lines import MENU_CLIENT_ID, Broadcast, JsonClientCodec
+from triochat.events import (
+    ChatMessage,
+    FileAnnouncement,
+    FileFailed,
+    FileRequest,
+    Hello,
+    Leave,
+    Say,
+    Welcome,
+)
+from triochat.wire.json_lines import MENU_CLIENT_ID, JsonClientCodec
 
 MENU = (
     "Enter an option ('m', 'f', 'x'):",
@@ -38,14 +48,15 @@ async def _join(
         reply = await join_reply(server)
         if reply is None:
             return None
-        if reply.type == "welcome":
+        if isinstance(reply, Welcome):
             return name
-        say(f"*** {reply.message}")
+        say(f"*** {reply.text}")
         line = await stdin.readline()
         if line is None:
             return None
         name = line.strip()
-        await sender.send(JsonClientCodec.nickname(name, MENU_CLIENT_ID, now_display(), file_port))
+        hello = Hello(name, MENU_CLIENT_ID, now_display(), file_port)
+        await sender.send(server.codec.send(hello))
     return None
 
 
@@ -86,23 +97,12 @@ async def run_menu_client(
             async def show_incoming() -> None:
                 nonlocal exit_code
                 while (event := await server.next()) is not None:
-                    if isinstance(event, Broadcast):
-                        say(f"{event.nickname}: {event.message}")
-                    elif event.type in ("file_fetch", "file_incoming"):
-                        peer_key = "requester" if event.type == "file_fetch" else "owner"
-                        agent.announce(
-                            "fetch" if event.type == "file_fetch" else "deliver",
-                            str(event.fields.get("token", "")),
-                            str(event.fields.get("filename", "")),
-                            str(event.fields.get(peer_key, "")),
-                        )
-                    elif event.type == "file_failed":
-                        agent.transfer_failed(
-                            str(event.fields.get("token", "")),
-                            str(event.fields.get("filename", "")),
-                            str(event.fields.get("owner", "")),
-                            event.message,
-                        )
+                    if isinstance(event, ChatMessage):
+                        say(f"{event.sender}: {event.text}")
+                    elif isinstance(event, FileAnnouncement):
+                        agent.announce(event)
+                    elif isinstance(event, FileFailed):
+                        agent.transfer_failed(event)
                     else:
                         show_reply(event, acknowledged)
                 if not leaving:
@@ -112,10 +112,10 @@ async def run_menu_client(
             async def run_menu() -> None:
                 nonlocal leaving
                 try:
-                    await _menu_loop(sender, stdin, joined)
+                    await _menu_loop(sender, server.codec, stdin, joined)
                     leaving = True
                     say(GOODBYE)
-                    await sender.send(JsonClientCodec.disconnect(joined, MENU_CLIENT_ID))
+                    await sender.send(server.codec.send(Leave(joined, MENU_CLIENT_ID)))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return
                 with trio.move_on_after(LEAVE_GRACE):
@@ -127,7 +127,9 @@ async def run_menu_client(
     return exit_code
 
 
-async def _menu_loop(sender: PacedSender, stdin: StdinLines, name: str) -> None:
+async def _menu_loop(
+    sender: PacedSender, codec: JsonClientCodec, stdin: StdinLines, name: str
+) -> None:
     """Show the menu and act on options until ``x`` or end of stdin."""
     while True:
         for line in MENU:
@@ -144,7 +146,7 @@ async def _menu_loop(sender: PacedSender, stdin: StdinLines, name: str) -> None:
             if text is None:
                 return
             if text:
-                await sender.send(JsonClientCodec.message(name, text, now_display()))
+                await sender.send(codec.send(Say(text, name, now_display())))
         elif choice == "f":
             say("Who owns the file?")
             owner = await stdin.readline()
@@ -154,4 +156,4 @@ async def _menu_loop(sender: PacedSender, stdin: StdinLines, name: str) -> None:
             filename = await stdin.readline()
             if filename is None:
                 return
-            await sender.send(JsonClientCodec.file_request(owner.strip(), filename.strip()))
+            await sender.send(codec.send(FileRequest(owner.strip(), filename.strip())))

@@ -9,7 +9,7 @@ import trio
 from triochat.events import ClientEvent, Dialect, ServerEvent
 from triochat.server.config import ServerConfig
 from triochat.wire.common import NEED_DATA, NeedData
-from triochat.wire.json_lines import JsonCodec
+from triochat.wire.json_lines import JsonServerCodec
 from triochat.wire.lines import LineCodec
 
 
@@ -57,7 +57,7 @@ async def sniff_codec(stream: trio.abc.ReceiveStream, limits: ServerConfig) -> S
         if stripped:
             codec: ServerCodec
             if stripped.startswith(b"{"):
-                codec = JsonCodec(limits.max_line_bytes)
+                codec = JsonServerCodec(limits.max_line_bytes)
             else:
                 codec = LineCodec(limits.max_line_bytes)
             codec.receive_data(bytes(seen))

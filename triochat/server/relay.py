@@ -20,7 +20,7 @@ from typing import Protocol
 
 import trio
 
-from triochat.events import FileAnnouncement, FileFailed, FileRequest, ServerEvent
+from triochat.events import FileAnnouncement, FileFailed, FileRequest, ServerEvent, TransferRole
 from triochat.room import Delivery, Member, Room
 from triochat.server.config import MAX_FILE_BYTES
 from triochat.transfer_io import FileLink, TransferError
@@ -148,11 +148,15 @@ class FileRelay:
         # Announced before dialing: each side's agent learns its token over its own chat.
         self._tell(
             owner,
-            FileAnnouncement("fetch", transfer.fetch_token, transfer.filename, requester.name),
+            FileAnnouncement(
+                TransferRole.FETCH, transfer.fetch_token, transfer.filename, requester.name
+            ),
         )
         self._tell(
             requester,
-            FileAnnouncement("deliver", transfer.deliver_token, transfer.filename, owner.name),
+            FileAnnouncement(
+                TransferRole.DELIVER, transfer.deliver_token, transfer.filename, owner.name
+            ),
         )
         self._active += 1
         self.stats.started += 1

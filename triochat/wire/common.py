@@ -1,9 +1,21 @@
-"""What every codec shares: the NEED_DATA sentinel and the typed error for bad remote input."""
+"""What every codec shares: roles, the NEED_DATA sentinel and the typed error for bad input."""
 
 from __future__ import annotations
 
 from enum import Enum
 from typing import Final, Literal
+
+
+class Role(Enum):
+    """Which end of a dialect a codec speaks for (h11's ``our_role``).
+
+    The server role decodes client events and sends server events; the client role sends
+    client events and decodes server events. Both use the same events
+    (:mod:`triochat.events`), so one role's ``send`` feeds the other's ``receive_data``.
+    """
+
+    SERVER = "server"
+    CLIENT = "client"
 
 
 class NeedData(Enum):

@@ -4,14 +4,16 @@ Clients of this assignment write objects back to back with no separator, several
 one read and one may arrive in pieces, so framing does not rely on newlines: a small scanner
 finds where each top-level object ends (tracking strings and escapes), then ``json`` parses it.
 The server writes one object per line.
+
+Two codecs over the same events: :class:`JsonServerCodec` (client objects in, server objects
+out) and :class:`JsonClientCodec` (server objects in, client objects out).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from triochat.events import (
     ChatMessage,
@@ -26,9 +28,10 @@ from triochat.events import (
     Notice,
     Say,
     ServerEvent,
+    TransferRole,
     Welcome,
 )
-from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData, RemoteProtocolError
+from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData, RemoteProtocolError, Role
 
 MAX_NESTING = 32
 """Deeper objects are refused: no chat object needs them, and ``json`` recursion is finite."""
@@ -205,6 +208,19 @@ def _timestamp_field(obj: dict[str, Any]) -> str | None:
     return str(value)
 
 
+def _optional_text(obj: dict[str, Any], key: str) -> str | None:
+    """``key`` as text if it is a string or a number; ``None`` otherwise (never refused)."""
+    value = obj.get(key)
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    return str(value)
+
+
+def _loose_text(obj: dict[str, Any], key: str) -> str:
+    """``key`` as text however the server typed it: clients take what they are given."""
+    return str(obj.get(key, ""))
+
+
 def _port_field(obj: dict[str, Any], key: str) -> int | None:
     value = obj.get(key)
     if value is None:
@@ -235,7 +251,8 @@ def object_to_event(obj: dict[str, Any]) -> ClientEvent:
             _port_field(obj, "file_port"),
         )
     if kind == "disconnect":
-        return Leave()
+        # Leaving never fails over what the object says about who leaves.
+        return Leave(_optional_text(obj, "nickname"), _optional_text(obj, "clientID"))
     if kind == "file_request":
         owner = _text_field(obj, "owner")
         filename = _text_field(obj, "filename")
@@ -245,15 +262,64 @@ def object_to_event(obj: dict[str, Any]) -> ClientEvent:
     raise RemoteProtocolError(f"Unknown message type {shown}")
 
 
+def object_to_server_event(obj: dict[str, Any]) -> ServerEvent | None:
+    """Turn one server object into an event; ``None`` for a type a client does not know.
+
+    Liberal: seed 003's server and other servers of the assignment are read too, so a missing
+    field is empty rather than an error, and unknown types are ignored (as the seed's clients
+    do).
+    """
+    kind = obj.get("type")
+    if kind == "broadcast":
+        return ChatMessage(
+            sender=_loose_text(obj, "nickname"),
+            text=_loose_text(obj, "message"),
+            timestamp=_timestamp_field(obj) or "",
+        )
+    if kind == "error":
+        return Notice(_loose_text(obj, "message"), is_error=True)
+    if kind == "notice":
+        is_error = obj.get("level") == "error"
+        return Notice(_loose_text(obj, "message"), is_error=is_error, recoverable=is_error)
+    if kind == "welcome":
+        members = obj.get("members")
+        listed = tuple(str(m) for m in members) if isinstance(members, list) else ()
+        return Welcome(_loose_text(obj, "nickname"), listed)
+    if kind in ("bye", "disconnect"):
+        # "bye" is triochat's acknowledgement of a leave; a seed server answers "disconnect".
+        return Goodbye(_loose_text(obj, "nickname"))
+    if kind in ("file_fetch", "file_incoming"):
+        fetch = kind == "file_fetch"
+        return FileAnnouncement(
+            TransferRole.FETCH if fetch else TransferRole.DELIVER,
+            _loose_text(obj, "token"),
+            _loose_text(obj, "filename"),
+            _loose_text(obj, "requester" if fetch else "owner"),
+        )
+    if kind == "file_failed":
+        return FileFailed(
+            _loose_text(obj, "token"),
+            _loose_text(obj, "filename"),
+            _loose_text(obj, "owner"),
+            _loose_text(obj, "message"),
+        )
+    return None
+
+
 def _dump(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, ensure_ascii=False) + "\n").encode()
 
 
-class JsonCodec:
-    """Server side of the JSON dialect: client objects in, one server object per line out."""
+def _with_optional(obj: dict[str, Any], **fields: object) -> dict[str, Any]:
+    """``obj`` with each of ``fields`` that is not ``None``, in order."""
+    obj.update((key, value) for key, value in fields.items() if value is not None)
+    return obj
+
+
+class _JsonStream:
+    """What both roles share: the object framer."""
 
     dialect = Dialect.JSON
-    has_partial = False  # objects are framed by their braces, never by a quiet time
 
     def __init__(self, max_object_bytes: int = MAX_LINE_BYTES) -> None:
         self._framer = JsonObjectFramer(max_object_bytes)
@@ -262,13 +328,20 @@ class JsonCodec:
         """Add bytes from the peer."""
         self._framer.receive_data(data)
 
-    def name_accepted(self) -> None:
-        """Nothing to do: every object says what it is."""
-
     @property
     def framed(self) -> bool:
         """True once the peer has ended an object with a newline."""
         return self._framer.framed
+
+
+class JsonServerCodec(_JsonStream):
+    """The server role: client objects in, one server object per line out."""
+
+    role: ClassVar[Role] = Role.SERVER
+    has_partial = False  # objects are framed by their braces, never by a quiet time
+
+    def name_accepted(self) -> None:
+        """Nothing to do: every object says what it is."""
 
     @staticmethod
     def unframe(data: bytes) -> bytes:
@@ -317,7 +390,7 @@ class JsonCodec:
             # Not "disconnect": seed-003 clients take a server's "disconnect" for a shutdown.
             return _dump({"type": "bye", "nickname": event.name, "message": "Goodbye"})
         if isinstance(event, FileAnnouncement):
-            if event.role == "fetch":
+            if event.role is TransferRole.FETCH:
                 kind, peer_key = "file_fetch", "requester"
             else:
                 kind, peer_key = "file_incoming", "owner"
@@ -342,86 +415,59 @@ class JsonCodec:
         raise TypeError(f"cannot send {event!r}")
 
 
-# --- client side ------------------------------------------------------------------------------
-
 MENU_CLIENT_ID = "menu"
 """The client ID the menu client (seed 001) joins with: its command line names none."""
 
 
-@dataclass(frozen=True, slots=True)
-class Broadcast:
-    """A chat message as a JSON client receives it."""
+class JsonClientCodec(_JsonStream):
+    """The client role: server objects in, one client object per line out."""
 
-    nickname: str
-    message: str
-    timestamp: str | None
+    role: ClassVar[Role] = Role.CLIENT
 
-
-@dataclass(frozen=True, slots=True)
-class ServerReply:
-    """Any other object from the server: ``welcome``, ``error``, ``notice``, ``disconnect``."""
-
-    type: str
-    message: str
-    fields: dict[str, Any]
-
-
-class JsonClientCodec:
-    """Client side of the JSON dialect: server objects in, client objects out."""
-
-    def __init__(self, max_object_bytes: int = MAX_LINE_BYTES) -> None:
-        self._framer = JsonObjectFramer(max_object_bytes)
-
-    def receive_data(self, data: bytes | bytearray) -> None:
-        """Add bytes from the server."""
-        self._framer.receive_data(data)
-
-    def next_event(self) -> Broadcast | ServerReply | NeedData:
-        """The next server object as an event, or ``NEED_DATA``.
+    def next_event(self) -> ServerEvent | NeedData:
+        """The next server object as an event, or ``NEED_DATA``; unknown types are skipped.
 
         Raises:
             RemoteProtocolError: the server sent something that is not a JSON object.
         """
-        obj = self._framer.next_object()
-        if obj is NEED_DATA:
-            return NEED_DATA
-        kind = str(obj.get("type", ""))
-        if kind == "broadcast":
-            return Broadcast(
-                nickname=str(obj.get("nickname", "")),
-                message=str(obj.get("message", "")),
-                timestamp=_timestamp_field(obj),
+        while True:
+            obj = self._framer.next_object()
+            if obj is NEED_DATA:
+                return NEED_DATA
+            event = object_to_server_event(obj)
+            if event is not None:
+                return event
+
+    def send(self, event: ClientEvent) -> bytes:
+        """One JSON object and a newline for ``event``; fields that are ``None`` are left out.
+
+        Raises:
+            TypeError: the JSON dialect has no object for ``event`` (``Who``).
+        """
+        if isinstance(event, Say):
+            return _dump(
+                _with_optional(
+                    {"type": "message"},
+                    nickname=event.nickname,
+                    message=event.text,
+                    timestamp=event.timestamp,
+                )
             )
-        return ServerReply(type=kind, message=str(obj.get("message", "")), fields=obj)
-
-    @staticmethod
-    def nickname(
-        nickname: str, client_id: str, timestamp: str, file_port: int | None = None
-    ) -> bytes:
-        """The join request; ``file_port`` tells the server where this client serves files."""
-        obj: dict[str, Any] = {
-            "type": "nickname",
-            "nickname": nickname,
-            "clientID": client_id,
-            "timestamp": timestamp,
-        }
-        if file_port is not None:
-            obj["file_port"] = file_port
-        return _dump(obj)
-
-    @staticmethod
-    def message(nickname: str, text: str, timestamp: str) -> bytes:
-        """A chat message."""
-        return _dump(
-            {"type": "message", "nickname": nickname, "message": text, "timestamp": timestamp}
-        )
-
-    @staticmethod
-    def disconnect(nickname: str, client_id: str) -> bytes:
-        """The request to leave."""
-        return _dump({"type": "disconnect", "nickname": nickname, "clientID": client_id})
-
-    @staticmethod
-    def file_request(owner: str, filename: str) -> bytes:
-        """A request for ``filename`` from ``owner``."""
-        return _dump({"type": "file_request", "owner": owner, "filename": filename})
+        if isinstance(event, Hello):
+            return _dump(
+                _with_optional(
+                    {"type": "nickname", "nickname": event.name},
+                    clientID=event.client_id,
+                    timestamp=event.timestamp,
+                    file_port=event.file_port,
+                )
+            )
+        if isinstance(event, Leave):
+            return _dump(
+                _with_optional(
+                    {"type": "disconnect"}, nickname=event.nickname, clientID=event.client_id
+                )
+            )
+        if isinstance(event, FileRequest):
+            return _dump({"type": "file_request", "owner": event.owner, "filename": event.filename})
+        raise TypeError(f"cannot send {event!r} in the JSON dialect")
