@@ -23,7 +23,7 @@ from triochat.clock import now_display
 from triochat.events import Hello
 from triochat.startup import EXIT_INTERRUPTED, defer_ctrl_c, hand_ctrl_c_to_trio
 from triochat.text import InvalidName, check_name
-from triochat.wire.datagrams import greeting
+from triochat.wire.datagrams import DatagramClientCodec
 from triochat.wire.json_lines import MENU_CLIENT_ID, JsonClientCodec
 
 logger = logging.getLogger("triochat")
@@ -287,7 +287,8 @@ def _start_udp_client(
 ) -> Callable[[], Awaitable[int]]:
     """Greet the server and print the seed's welcome."""
     start = early.connect(ip, port, socket.SOCK_DGRAM)
-    start.send(greeting(name))
+    (greeting,) = DatagramClientCodec().send(Hello(name or ""))
+    start.send(greeting)
     for line in UDP_WELCOME:
         early.say(line)
     from triochat.client.udp_client import run_udp_client

@@ -19,9 +19,10 @@ import trio.testing
 
 from triochat.client import udp_client
 from triochat.client.udp_client import ECHO_WAIT, UdpChat
+from triochat.events import Hello
 from triochat.room import Room
 from triochat.server.udp import DatagramEndpoint
-from triochat.wire.datagrams import greeting
+from triochat.wire.datagrams import DatagramClientCodec
 
 from .helpers import SERVER, DatagramPeer, FakeNetwork, FakeSocket, Typist
 
@@ -47,7 +48,7 @@ class Udp:
     ) -> None:
         self.typist = Typist()
         monkeypatch.setattr(udp_client, "StdinLines", self.typist)
-        self.greeting = greeting(name)
+        (self.greeting,) = DatagramClientCodec().send(Hello(name or ""))
         self.socket = network.socket(CLIENT, peer=SERVER)
         self.chat = UdpChat(
             cast(trio.socket.SocketType, self.socket),

@@ -33,7 +33,7 @@ import trio.testing
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from triochat.events import ChatMessage, ClientEvent, Hello, Leave, Say
+from triochat.events import ChatMessage, ClientEvent, Hello, Leave, Notice, Say
 from triochat.server.config import ServerConfig
 from triochat.server.reader import EventReader, sniff_codec
 from triochat.text import check_name
@@ -53,12 +53,10 @@ from triochat.wire.chunks import (
 from triochat.wire.common import NEED_DATA, RemoteProtocolError
 from triochat.wire.datagrams import (
     MAX_DATAGRAM_BYTES,
+    DatagramClientCodec,
+    DatagramServerCodec,
     Farewell,
     Garbage,
-    Incoming,
-    ServerNote,
-    parse_datagram,
-    parse_server_datagram,
 )
 from triochat.wire.json_lines import JsonClientCodec, JsonObjectFramer, JsonServerCodec
 from triochat.wire.lines import LineCodec, LineFramer, PortTaggedCodec
@@ -498,7 +496,7 @@ datagram_prefixes = st.sampled_from(
 @FUZZ
 @given(prefix=datagram_prefixes, body=st.one_of(st.binary(max_size=300), noise))
 def test_datagram_parser_never_raises_and_keeps_its_promises(prefix: bytes, body: bytes) -> None:
-    command = parse_datagram(prefix + body)
+    command = DatagramServerCodec.receive_datagram(prefix + body)
     if isinstance(command, Hello):
         if command.name:
             check_name(command.name)  # a greeting's name is valid, or empty (server picks)
@@ -510,7 +508,7 @@ def test_datagram_parser_never_raises_and_keeps_its_promises(prefix: bytes, body
 
 def test_oversized_datagrams_are_garbage_whatever_they_say() -> None:
     for prefix in (b"MESSAGE ", b"GREETING x", b"LEAVE"):
-        command = parse_datagram(prefix + b"x" * MAX_DATAGRAM_BYTES)
+        command = DatagramServerCodec.receive_datagram(prefix + b"x" * MAX_DATAGRAM_BYTES)
         assert isinstance(command, Garbage)
 
 
@@ -536,13 +534,13 @@ server_prefixes = st.sampled_from(
 def test_client_datagram_parser_never_raises_and_shows_no_controls(
     prefix: bytes, body: bytes
 ) -> None:
-    parsed = parse_server_datagram(prefix + body)
-    if isinstance(parsed, Incoming):
-        assert 0 < parsed.port < 100_000
-        assert parsed.name
-        assert _shows_no_controls(parsed.ip + parsed.name + parsed.text)
-    elif isinstance(parsed, ServerNote | Farewell):
-        assert _shows_no_controls(parsed.text if isinstance(parsed, ServerNote) else parsed.reason)
+    parsed = DatagramClientCodec().receive_datagram(prefix + body)
+    if isinstance(parsed, ChatMessage):
+        assert 0 < parsed.sender_port < 100_000
+        assert parsed.sender
+        assert _shows_no_controls(parsed.sender_ip + parsed.sender + parsed.text)
+    elif isinstance(parsed, Notice | Farewell):
+        assert _shows_no_controls(parsed.text if isinstance(parsed, Notice) else parsed.reason)
     else:
         assert parsed is None
 

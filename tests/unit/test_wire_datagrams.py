@@ -8,7 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from triochat.events import ChatMessage, Goodbye, Hello, Leave, Notice, Say, Welcome
+from triochat.events import (
+    ChatMessage,
+    FileRequest,
+    Goodbye,
+    Hello,
+    Leave,
+    Notice,
+    Say,
+    Welcome,
+    Who,
+)
 from triochat.text import check_name
 from triochat.wire.datagrams import (
     LEAVE_DATAGRAM,
@@ -16,20 +26,29 @@ from triochat.wire.datagrams import (
     MAX_OUTGOING_BYTES,
     SEED_RECEIVE_BYTES,
     TRUNCATED_MARK,
-    DatagramCodec,
+    DatagramClientCodec,
+    DatagramServerCodec,
     Farewell,
     Garbage,
     GarbageReason,
-    Incoming,
     Relayed,
-    ServerNote,
-    greeting,
-    message_datagrams,
-    parse_datagram,
-    parse_server_datagram,
 )
 
 PROPERTY = settings(max_examples=200, deadline=None)
+SERVER = DatagramServerCodec()
+
+
+def client_knowing(server_is_triochat: bool) -> DatagramClientCodec:
+    """A client codec that has heard from a triochat server, or from the seed's own."""
+    codec = DatagramClientCodec()
+    codec.receive_datagram(b"NOTICE hi" if server_is_triochat else b"From('1.2.3.4', 5): hi")
+    assert codec.server_is_triochat is server_is_triochat
+    return codec
+
+
+def incoming(ip: str, port: int, name: str, text: str) -> ChatMessage:
+    """What the client role makes of ``INCOMING <ip> <port> <name>: <text>``."""
+    return ChatMessage(name, text, "", sender_ip=ip, sender_port=port)
 
 
 def chat(text: str, sender: str = "alice", ip: str = "10.0.0.7", port: int = 5555) -> ChatMessage:
@@ -77,7 +96,7 @@ def chat(text: str, sender: str = "alice", ip: str = "10.0.0.7", port: int = 555
     ],
 )
 def test_commands_are_matched_liberally(data: bytes, expected: object) -> None:
-    assert parse_datagram(data) == expected
+    assert SERVER.receive_datagram(data) == expected
 
 
 @pytest.mark.parametrize(
@@ -100,20 +119,20 @@ def test_commands_are_matched_liberally(data: bytes, expected: object) -> None:
     ],
 )
 def test_everything_else_is_garbage_with_a_reason(data: bytes, reason: GarbageReason) -> None:
-    assert parse_datagram(data) == Garbage(reason)
+    assert SERVER.receive_datagram(data) == Garbage(reason)
 
 
 def test_the_size_limit_is_inclusive() -> None:
     data = b"MESSAGE " + b"x" * (MAX_DATAGRAM_BYTES - len(b"MESSAGE "))
     assert len(data) == MAX_DATAGRAM_BYTES
-    assert parse_datagram(data) == Say("x" * (MAX_DATAGRAM_BYTES - 8))
-    assert parse_datagram(data + b"x") == Garbage(GarbageReason.TOO_LONG)
+    assert SERVER.receive_datagram(data) == Say("x" * (MAX_DATAGRAM_BYTES - 8))
+    assert SERVER.receive_datagram(data + b"x") == Garbage(GarbageReason.TOO_LONG)
 
 
 @PROPERTY
 @given(data=st.binary(max_size=MAX_DATAGRAM_BYTES + 16))
 def test_random_bytes_never_raise(data: bytes) -> None:
-    command = parse_datagram(data)
+    command = SERVER.receive_datagram(data)
     assert isinstance(command, Hello | Say | Leave | Garbage)
     if isinstance(command, Hello) and command.name:
         assert check_name(command.name) == command.name
@@ -127,7 +146,7 @@ def test_random_bytes_never_raise(data: bytes) -> None:
     name=st.text(min_size=1, max_size=40),
 )
 def test_any_greeting_word_greets_and_names_are_valid_or_empty(keyword: str, name: str) -> None:
-    command = parse_datagram(f"{keyword} {name}".encode())
+    command = SERVER.receive_datagram(f"{keyword} {name}".encode())
     assert isinstance(command, Hello)
     if command.name:
         assert check_name(command.name) == command.name
@@ -143,7 +162,7 @@ def test_any_greeting_word_greets_and_names_are_valid_or_empty(keyword: str, nam
 )
 def test_the_text_after_the_message_word_is_kept(prefix: str, text: str) -> None:
     expected = text.removesuffix("\n").removesuffix("\r")
-    command = parse_datagram((prefix + text).encode())
+    command = SERVER.receive_datagram((prefix + text).encode())
     if expected.strip():
         assert command == Say(expected)
     else:
@@ -154,24 +173,24 @@ def test_the_text_after_the_message_word_is_kept(prefix: str, text: str) -> None
 
 
 def test_chat_messages_are_incoming_datagrams() -> None:
-    codec = DatagramCodec()
+    codec = DatagramServerCodec()
     assert codec.send(chat("How are you?")) == b"INCOMING 10.0.0.7 5555 alice: How are you?"
     assert codec.send(chat("ünï ✓", ip="::1", port=1)) == "INCOMING ::1 1 alice: ünï ✓".encode()
 
 
 def test_notices_errors_and_silent_events() -> None:
-    codec = DatagramCodec()
+    codec = DatagramServerCodec()
     assert codec.send(Notice("Server shutting down")) == b"NOTICE Server shutting down"
     error = Notice("Nickname already in use", is_error=True)
     assert codec.send(error) == b"ERROR Nickname already in use"
     assert codec.send(Welcome("alice", ("bob",))) == b""
     assert codec.send(Goodbye("alice")) == b""
-    assert codec.farewell("Registration expired") == b"BYE Registration expired"
+    assert codec.send(Farewell("Registration expired")) == b"BYE Registration expired"
 
 
 def test_an_over_long_message_is_cut_at_a_character_and_marked() -> None:
     text = "é" * MAX_OUTGOING_BYTES  # two bytes each: far too long for one datagram
-    data = DatagramCodec().send(chat(text))
+    data = DatagramServerCodec().send(chat(text))
     assert len(data) <= MAX_OUTGOING_BYTES
     decoded = data.decode()  # never split inside a character
     assert decoded.startswith("INCOMING 10.0.0.7 5555 alice: éé")
@@ -179,21 +198,28 @@ def test_an_over_long_message_is_cut_at_a_character_and_marked() -> None:
 
 
 def test_client_datagrams() -> None:
-    assert greeting() == b"GREETING"
-    assert greeting("alice") == b"GREETING alice"
-    assert LEAVE_DATAGRAM == b"LEAVE"
+    codec = DatagramClientCodec()
+    assert codec.send(Hello("")) == [b"GREETING"]
+    assert codec.send(Hello("alice")) == [b"GREETING alice"]
+    # The seed's server would relay LEAVE as chat: only a known triochat server hears it.
+    assert codec.send(Leave()) == []
+    assert client_knowing(False).send(Leave()) == []
+    assert client_knowing(True).send(Leave()) == [LEAVE_DATAGRAM] == [b"LEAVE"]
+    for event in (Who(), FileRequest("a", "b")):
+        with pytest.raises(TypeError):
+            codec.send(event)
     for known in (True, False):
-        assert message_datagrams("", server_is_triochat=known) == []
-        assert message_datagrams("   ", server_is_triochat=known) == []
+        assert client_knowing(known).send(Say("")) == []
+        assert client_knowing(known).send(Say("   ")) == []
 
 
 def test_messages_to_triochat_say_message() -> None:
-    assert message_datagrams("hi there", server_is_triochat=True) == [b"MESSAGE hi there"]
+    assert client_knowing(True).send(Say("hi there")) == [b"MESSAGE hi there"]
     # Exact for every text, including those MES<text> would lose characters of.
     for text in ("SAGE hi", "sagebrush", " leading space", "  two", "MES", "GREETINGS"):
-        (data,) = message_datagrams(text, server_is_triochat=True)
+        (data,) = client_knowing(True).send(Say(text))
         assert data == b"MESSAGE " + text.encode()
-        assert parse_datagram(data) == Say(text)
+        assert SERVER.receive_datagram(data) == Say(text)
 
 
 def seed_server_shows(data: bytes) -> str:
@@ -206,7 +232,7 @@ def seed_server_shows(data: bytes) -> str:
 )
 def test_messages_before_triochat_is_known_are_mes_text(text: str) -> None:
     # A server that strips exactly three bytes shows exactly the text typed (never "SAGE ...").
-    (data,) = message_datagrams(text, server_is_triochat=False)
+    (data,) = client_knowing(False).send(Say(text))
     assert data == b"MES" + text.encode()
     assert seed_server_shows(data) == text
 
@@ -225,8 +251,8 @@ def test_messages_before_triochat_is_known_are_mes_text(text: str) -> None:
     ],
 )
 def test_what_our_server_makes_of_mes_text(text: str, ours_show: str) -> None:
-    (data,) = message_datagrams(text, server_is_triochat=False)
-    assert parse_datagram(data) == Say(ours_show)
+    (data,) = client_knowing(False).send(Say(text))
+    assert SERVER.receive_datagram(data) == Say(ours_show)
 
 
 @PROPERTY
@@ -237,10 +263,10 @@ def test_what_our_server_makes_of_mes_text(text: str, ours_show: str) -> None:
     )
 )
 def test_mes_text_shows_the_same_text_on_both_servers(text: str) -> None:
-    (data,) = message_datagrams(text, server_is_triochat=False)
+    (data,) = client_knowing(False).send(Say(text))
     assert seed_server_shows(data) == text
     expected = text.removesuffix("\n").removesuffix("\r")  # our server drops a line ending
-    assert parse_datagram(data) == (
+    assert SERVER.receive_datagram(data) == (
         Say(expected) if expected.strip() else Garbage(GarbageReason.EMPTY)
     )
 
@@ -252,7 +278,7 @@ def test_mes_text_shows_the_same_text_on_both_servers(text: str) -> None:
 )
 def test_long_lines_are_split_losslessly_into_acceptable_datagrams(text: str, known: bool) -> None:
     prefix, limit = (b"MESSAGE ", MAX_DATAGRAM_BYTES) if known else (b"MES", SEED_RECEIVE_BYTES)
-    datagrams = message_datagrams(text, server_is_triochat=known)
+    datagrams = client_knowing(known).send(Say(text))
     pieces = []
     for data in datagrams:
         assert len(data) <= limit
@@ -266,11 +292,11 @@ def test_long_lines_are_split_losslessly_into_acceptable_datagrams(text: str, kn
 
 def test_a_very_long_line_is_split() -> None:
     text = "✓" * MAX_DATAGRAM_BYTES  # three bytes each
-    datagrams = message_datagrams(text, server_is_triochat=True)
+    datagrams = client_knowing(True).send(Say(text))
     assert len(datagrams) == 4
     assert all(len(data) <= MAX_DATAGRAM_BYTES for data in datagrams)
     # The seed's server reads 1,024 bytes at most: until triochat is known, pieces fit that.
-    datagrams = message_datagrams(text, server_is_triochat=False)
+    datagrams = client_knowing(False).send(Say(text))
     assert len(datagrams) == 3 * MAX_DATAGRAM_BYTES // (SEED_RECEIVE_BYTES - 4) + 1
     assert all(len(data) <= SEED_RECEIVE_BYTES for data in datagrams)
     assert b"".join(data[3:] for data in datagrams).decode() == text
@@ -279,7 +305,7 @@ def test_a_very_long_line_is_split() -> None:
 def test_a_blank_piece_of_a_long_line_is_not_sent() -> None:
     # 1,021 bytes of text per MES datagram: the middle piece is only spaces.
     text = "x" * 1000 + " " * 2000 + "y"
-    assert message_datagrams(text, server_is_triochat=False) == [
+    assert client_knowing(False).send(Say(text)) == [
         b"MES" + b"x" * 1000 + b" " * 21,
         b"MES" + b" " * (2000 - 21 - 1021) + b"y",
     ]
@@ -288,12 +314,12 @@ def test_a_blank_piece_of_a_long_line_is_not_sent() -> None:
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        (b"INCOMING 127.0.0.1 4242 bob: hi", Incoming("127.0.0.1", 4242, "bob", "hi")),
-        (b"INCOMING ::1 1 bob: a: b: c\n", Incoming("::1", 1, "bob", "a: b: c")),
-        (b"INCOMING 1.2.3.4 5 bob: ", Incoming("1.2.3.4", 5, "bob", "")),
-        (b"INCOMING 1.2.3.4 5 bob: \x1b[2J", Incoming("1.2.3.4", 5, "bob", "\\x1b[2J")),
-        (b"ERROR Nickname already in use", ServerNote("Nickname already in use", True)),
-        (b"NOTICE hello", ServerNote("hello", False)),
+        (b"INCOMING 127.0.0.1 4242 bob: hi", incoming("127.0.0.1", 4242, "bob", "hi")),
+        (b"INCOMING ::1 1 bob: a: b: c\n", incoming("::1", 1, "bob", "a: b: c")),
+        (b"INCOMING 1.2.3.4 5 bob: ", incoming("1.2.3.4", 5, "bob", "")),
+        (b"INCOMING 1.2.3.4 5 bob: \x1b[2J", incoming("1.2.3.4", 5, "bob", "\\x1b[2J")),
+        (b"ERROR Nickname already in use", Notice("Nickname already in use", is_error=True)),
+        (b"NOTICE hello", Notice("hello")),
         (b"BYE Server shutting down", Farewell("Server shutting down")),
         (b"BYE", Farewell("")),
         (b"INCOMING 1.2.3.4 port bob: hi", None),
@@ -306,7 +332,7 @@ def test_a_blank_piece_of_a_long_line_is_not_sent() -> None:
     ],
 )
 def test_the_client_reads_server_datagrams(data: bytes, expected: object) -> None:
-    assert parse_server_datagram(data) == expected
+    assert DatagramClientCodec().receive_datagram(data) == expected
 
 
 @pytest.mark.parametrize(
@@ -354,7 +380,7 @@ def test_the_client_reads_server_datagrams(data: bytes, expected: object) -> Non
     ],
 )
 def test_the_client_reads_the_seed_servers_relays(data: bytes, expected: object) -> None:
-    assert parse_server_datagram(data) == expected
+    assert DatagramClientCodec().receive_datagram(data) == expected
 
 
 @pytest.mark.parametrize(
@@ -386,15 +412,15 @@ def test_what_the_seed_server_sends_the_client_reads_back(
     address: tuple[str, int] | tuple[str, int, int, int], text: str
 ) -> None:
     data = f"From{address}: {text}".encode()  # exactly the seed's f-string
-    assert parse_server_datagram(data) == Relayed(address[0], address[1], text)
+    assert DatagramClientCodec().receive_datagram(data) == Relayed(address[0], address[1], text)
 
 
 @PROPERTY
 @given(data=st.binary(max_size=300))
 def test_the_client_parser_never_raises(data: bytes) -> None:
-    parsed = parse_server_datagram(data)
-    if isinstance(parsed, Incoming):
-        shown = parsed.ip + parsed.name + parsed.text
+    parsed = DatagramClientCodec().receive_datagram(data)
+    if isinstance(parsed, ChatMessage):
+        shown = parsed.sender_ip + parsed.sender + parsed.text
         assert all(ch == "\t" or unicodedata.category(ch) not in ("Cc", "Zl", "Zp") for ch in shown)
 
 
@@ -405,5 +431,52 @@ def test_the_client_parser_never_raises(data: bytes) -> None:
     port=st.integers(min_value=1, max_value=65535),
 )
 def test_what_the_server_encodes_the_client_reads_back(sender: str, text: str, port: int) -> None:
-    data = DatagramCodec().send(chat(text, sender=sender, ip="192.168.1.20", port=port))
-    assert parse_server_datagram(data) == Incoming("192.168.1.20", port, sender, text)
+    data = DatagramServerCodec().send(chat(text, sender=sender, ip="192.168.1.20", port=port))
+    assert DatagramClientCodec().receive_datagram(data) == incoming(
+        "192.168.1.20", port, sender, text
+    )
+
+
+def test_the_client_learns_which_server_it_talks_to() -> None:
+    codec = DatagramClientCodec()
+    assert codec.server_is_triochat is None
+    codec.receive_datagram(b"nonsense")
+    assert codec.server_is_triochat is None  # only a datagram it understands tells
+    assert codec.send(Say("hi")) == [b"MEShi"]
+    codec.receive_datagram(b"INCOMING 1.2.3.4 5 bob: hi")
+    assert codec.server_is_triochat is True
+    assert codec.send(Say("hi")) == [b"MESSAGE hi"]
+    codec.receive_datagram(b"From('1.2.3.4', 5): hi")
+    assert codec.server_is_triochat is False  # a From(...) relay settles it for good
+    codec.receive_datagram(b"NOTICE hi")
+    assert codec.server_is_triochat is False
+
+
+@PROPERTY
+@given(
+    name=st.one_of(st.just(""), st.from_regex(r"[A-Za-z0-9_.-]{1,32}", fullmatch=True)),
+    text=st.text(min_size=1, max_size=300).filter(
+        lambda t: t.strip() and t == t.removesuffix("\n").removesuffix("\r")
+    ),
+)
+def test_round_trip_client_to_server(name: str, text: str) -> None:
+    client = client_knowing(True)
+    sent: list[Hello | Say | Leave] = [Hello(name), Say(text), Leave()]
+    got = [SERVER.receive_datagram(data) for event in sent for data in client.send(event)]
+    assert got == sent
+
+
+@PROPERTY
+@given(
+    sender=st.from_regex(r"[A-Za-z0-9_.-]{1,32}", fullmatch=True),
+    text=st.text(max_size=300).filter(str.isprintable),
+    is_error=st.booleans(),
+)
+def test_round_trip_server_to_client(sender: str, text: str, is_error: bool) -> None:
+    client = DatagramClientCodec()
+    sent: list[ChatMessage | Notice | Farewell] = [
+        incoming("10.0.0.1", 4242, sender, text),
+        Notice(text, is_error=is_error),
+        Farewell(text),
+    ]
+    assert [client.receive_datagram(SERVER.send(event)) for event in sent] == sent

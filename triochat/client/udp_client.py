@@ -41,17 +41,13 @@ import trio
 
 from triochat.client.early import EarlyStart
 from triochat.client.terminal import StdinLines, say, warn
+from triochat.events import ChatMessage, Hello, Leave, Say
 from triochat.wire.datagrams import (
-    LEAVE_DATAGRAM,
     MAX_OUTGOING_BYTES,
     REFRESH_INTERVAL,
+    DatagramClientCodec,
     Farewell,
-    Incoming,
     Relayed,
-    ServerDatagram,
-    greeting,
-    message_datagrams,
-    parse_server_datagram,
 )
 
 logger = logging.getLogger(__name__)
@@ -80,11 +76,10 @@ class UdpChat:
         self._socket = sock
         self._server = server
         self._show_sender = show_sender
-        self._greeting = greeting(name)
+        self._codec = DatagramClientCodec()
+        (self._greeting,) = self._codec.send(Hello(name or ""))
         self._refresh_interval = refresh_interval
         self._local_port = int(sock.getsockname()[1])
-        # What the server has shown itself to be: None until the first datagram comes back.
-        self._triochat: bool | None = None
         self._unechoed = 0
         self._echo_seen = trio.Event()
         self.exit_code = 0
@@ -109,9 +104,11 @@ class UdpChat:
         Only a server known to be triochat is told: to the seed's server any datagram that
         does not start with ``GRE`` is chat.
         """
-        if self.exit_code == 0 and self._triochat:
+        if self.exit_code != 0:
+            return
+        for data in self._codec.send(Leave()):
             try:
-                await self._socket.send(LEAVE_DATAGRAM)
+                await self._socket.send(data)
             except OSError as error:
                 logger.debug("LEAVE: %r", error)
 
@@ -146,12 +143,18 @@ class UdpChat:
                 logger.debug("recv: %r", error)
                 await trio.lowlevel.checkpoint()
                 continue
-            event = parse_server_datagram(data)
+            knew = self._codec.server_is_triochat
+            event = self._codec.receive_datagram(data)
             if event is None:
                 logger.debug("ignored datagram %r", data[:80])
                 continue
-            self._learn_server(event)
-            if isinstance(event, Incoming | Relayed):
+            if self._codec.server_is_triochat is not knew:
+                logger.debug(
+                    "the server speaks triochat's datagram dialect"
+                    if self._codec.server_is_triochat
+                    else "the server relays From(...): the seed's own server"
+                )
+            if isinstance(event, ChatMessage | Relayed):
                 self._show(event)
             elif isinstance(event, Farewell):
                 self._stop(nursery, f"Disconnected by the chat server: {event.reason}")
@@ -162,26 +165,16 @@ class UdpChat:
             else:
                 warn(f"NOTICE {event.text}")
 
-    def _learn_server(self, event: ServerDatagram) -> None:
-        """Which server this is; a ``From(...)`` relay settles it for good (never ``LEAVE``)."""
-        if isinstance(event, Relayed):
-            if self._triochat is not False:
-                logger.debug("the server relays From(...): the seed's own server")
-            self._triochat = False
-        elif self._triochat is None:
-            logger.debug("the server speaks triochat's datagram dialect")
-            self._triochat = True
-
-    def _show(self, event: Incoming | Relayed) -> None:
+    def _show(self, event: ChatMessage | Relayed) -> None:
         if isinstance(event, Relayed) and not event.text.strip():
             return  # the seed's server relays a seed client's empty line; we never send one
         if not self._show_sender:
             say(event.text)
         else:
-            sender = event.name if isinstance(event, Incoming) else event.sender
-            say(f"{sender}: {event.text}")
+            say(f"{event.sender}: {event.text}")
         # Our own messages come back tagged with the address the server saw: ours.
-        if event.port == self._local_port and self._unechoed:
+        port = event.sender_port if isinstance(event, ChatMessage) else event.port
+        if port == self._local_port and self._unechoed:
             self._unechoed -= 1
             self._echo_seen.set()
             self._echo_seen = trio.Event()
@@ -195,7 +188,7 @@ class UdpChat:
     async def _send_stdin_lines(self, nursery: trio.Nursery) -> None:
         stdin = StdinLines()
         while (line := await stdin.readline()) is not None:
-            for data in message_datagrams(line, server_is_triochat=self._triochat is True):
+            for data in self._codec.send(Say(line)):
                 self._unechoed += 1
                 if not await self._send(data, nursery):
                     return

@@ -38,10 +38,10 @@ from triochat.text import InvalidName
 from triochat.wire.datagrams import (
     MAX_DATAGRAM_BYTES,
     REGISTRATION_TTL,
-    DatagramCodec,
+    DatagramServerCodec,
+    Farewell,
     Garbage,
     GarbageReason,
-    parse_datagram,
 )
 
 logger = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class DatagramEndpoint:
         self._counter = counter or SessionCounter()
         self._ttl = ttl
         self._max_registrations = max_registrations
-        self._codec = DatagramCodec()
+        self._codec = DatagramServerCodec()
         # Insertion order is refresh order: the first registration is always the next to expire.
         self._registrations: dict[Address, _Registration] = {}
         self._replies_send, self._replies_receive = trio.open_memory_channel[
@@ -225,7 +225,7 @@ class DatagramEndpoint:
     def datagram_received(self, sock: DatagramSocket, data: bytes, address: Address) -> None:
         """Act on one datagram from ``address`` (synchronous: nothing here waits)."""
         self._stats.received += 1
-        command = parse_datagram(data)
+        command = self._codec.receive_datagram(data)
         registration = self._registrations.get(address)
         if registration is not None:
             self._refresh(registration)
@@ -342,7 +342,7 @@ class DatagramEndpoint:
                     await self._send_bytes(
                         registration.socket,
                         registration.address,
-                        self._codec.farewell(registration.farewell),
+                        self._codec.send(Farewell(registration.farewell)),
                     )
         finally:
             self._counter.closed()

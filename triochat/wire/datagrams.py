@@ -8,13 +8,19 @@ eviction, expiry or server shutdown).
 Our client also talks to the seed's own server (SPEC §5), which registers any datagram that
 starts with ``GRE``, takes a message's text as everything after its first three bytes, and
 relays ``From('<ip>', <port>): <text>`` (Python's ``repr`` of its address tuple: IPv6 gives
-``('::1', 5000, 0, 0)``), read here as :class:`Relayed`. So until the client knows it talks to
-triochat, :func:`message_datagrams` sends ``MES<text>`` (both servers show the text), cut to
-fit the seed's 1,024-byte reads; once it knows, ``MESSAGE <text>``, which is exact for every
-text. What ``MES<text>`` cannot carry intact to our server is a text that starts with ``sage``
-(any case: our server reads ``MESSAGE``) or with a space (our server drops one separating
-space): such a message, sent before any datagram came back (normally only the first one),
-loses those characters there.
+``('::1', 5000, 0, 0)``), read here as :class:`Relayed`. So until the client codec knows it
+talks to triochat (:attr:`DatagramClientCodec.server_is_triochat`), it sends a message as
+``MES<text>`` (both servers show the text), cut to fit the seed's 1,024-byte reads; once it
+knows, ``MESSAGE <text>``, which is exact for every text. What ``MES<text>`` cannot carry
+intact to our server is a text that starts with ``sage`` (any case: our server reads
+``MESSAGE``) or with a space (our server drops one separating space): such a message, sent
+before any datagram came back (normally only the first one), loses those characters there.
+
+Two codecs, one per role, one call per datagram: :class:`DatagramServerCodec` (client
+datagrams in with ``receive_datagram``, one datagram out per ``send``) and
+:class:`DatagramClientCodec` (server datagrams in, ``send`` gives a list: a long message takes
+several datagrams). Both speak the events of :mod:`triochat.events`, plus what only this
+dialect has: :class:`Garbage`, :class:`Farewell` and the seed server's :class:`Relayed`.
 
 Parsing is liberal, as SPEC §5 asks, because the seed's own client sends ``GREETINGS`` and
 ``MES<text>``: anything starting with ``GRE`` greets, and a message's text follows ``MESSAGE``
@@ -31,9 +37,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Enum
+from typing import ClassVar
 
 from triochat.events import (
     ChatMessage,
+    ClientEvent,
     Dialect,
     Goodbye,
     Hello,
@@ -44,6 +52,7 @@ from triochat.events import (
     Welcome,
 )
 from triochat.text import InvalidName, check_name, escape_controls
+from triochat.wire.common import Role
 
 MAX_DATAGRAM_BYTES = 8 * 1024
 """Largest datagram the server accepts; longer ones are ignored (and counted)."""
@@ -87,18 +96,44 @@ class Garbage:
     reason: GarbageReason
 
 
-DatagramCommand = Hello | Say | Leave | Garbage
+@dataclass(frozen=True, slots=True)
+class Farewell:
+    """``BYE <reason>``: the server no longer counts the address as a member, and says why.
 
-
-def parse_datagram(data: bytes) -> DatagramCommand:
-    """What a datagram from a client asks for; never raises.
-
-    Returns:
-        :class:`~triochat.events.Hello` for a greeting (``name`` is ``""`` when the greeting
-        carries no valid name: the server picks one), :class:`~triochat.events.Say` for a
-        message with some text, :class:`~triochat.events.Leave` for ``LEAVE``, otherwise
-        :class:`Garbage`.
+    Only the datagram dialect needs it: a TCP member learns the same from its connection
+    closing.
     """
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """A chat message relayed by the seed's own server, ``From('<ip>', <port>): <text>``.
+
+    The seed's server knows no names: the sender is only its address.
+    """
+
+    ip: str
+    port: int
+    text: str
+
+    @property
+    def sender(self) -> str:
+        """``<ip>:<port>``, or ``[<ip>]:<port>`` for an IPv6 address."""
+        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+
+
+DatagramCommand = Hello | Say | Leave | Garbage
+"""What the server role makes of a datagram from a client."""
+
+ServerDatagram = ChatMessage | Notice | Farewell | Relayed
+"""What the client role makes of a datagram it understands. Every kind but :class:`Relayed`
+comes only from triochat; :class:`Relayed` comes only from the seed's server."""
+
+
+def _parse_client_datagram(data: bytes) -> DatagramCommand:
+    """See :meth:`DatagramServerCodec.receive_datagram`."""
     if len(data) > MAX_DATAGRAM_BYTES:
         return Garbage(GarbageReason.TOO_LONG)
     try:
@@ -132,12 +167,26 @@ def _greeting_name(text: str) -> str:
         return ""
 
 
-class DatagramCodec:
-    """Server events as datagram payloads; one event is one datagram (no coalescing)."""
+class DatagramServerCodec:
+    """The server role: client datagrams in, one datagram per server event out (no
+    coalescing). Stateless: one codec serves every address."""
 
     dialect = Dialect.DATAGRAM
+    role: ClassVar[Role] = Role.SERVER
 
-    def send(self, event: ServerEvent) -> bytes:
+    @staticmethod
+    def receive_datagram(data: bytes) -> DatagramCommand:
+        """What a datagram from a client asks for; never raises.
+
+        Returns:
+            :class:`~triochat.events.Hello` for a greeting (``name`` is ``""`` when the
+            greeting carries no valid name: the server picks one), :class:`~triochat.events.Say`
+            for a message with some text, :class:`~triochat.events.Leave` for ``LEAVE``,
+            otherwise :class:`Garbage`.
+        """
+        return _parse_client_datagram(data)
+
+    def send(self, event: ServerEvent | Farewell) -> bytes:
         """The datagram that shows ``event``; ``b""`` means send nothing."""
         if isinstance(event, ChatMessage):
             head = f"INCOMING {event.sender_ip} {event.sender_port} {event.sender}: "
@@ -146,14 +195,12 @@ class DatagramCodec:
             # ERROR ends a client's session; an error it can go on from is only a NOTICE.
             fatal = event.is_error and not event.recoverable
             return _fit("ERROR " if fatal else "NOTICE ", event.text)
+        if isinstance(event, Farewell):
+            return _fit("BYE ", event.reason)
         if isinstance(event, Welcome | Goodbye):
             # Seed-002 clients know no acknowledgements: joining and leaving stay silent.
             return b""
         raise TypeError(f"cannot send {event!r}")
-
-    def farewell(self, reason: str) -> bytes:
-        """``BYE <reason>``: the server ended this address's registration."""
-        return _fit("BYE ", reason)
 
 
 def _fit(head: str, text: str) -> bytes:
@@ -178,59 +225,7 @@ def _cut_utf8(data: bytes, limit: int) -> bytes:
 # --- the client's side ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """A chat message relayed by the server: who sent it from where, and its text."""
-
-    ip: str
-    port: int
-    name: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Relayed:
-    """A chat message relayed by the seed's own server, ``From('<ip>', <port>): <text>``.
-
-    The seed's server knows no names: the sender is only its address.
-    """
-
-    ip: str
-    port: int
-    text: str
-
-    @property
-    def sender(self) -> str:
-        """``<ip>:<port>``, or ``[<ip>]:<port>`` for an IPv6 address."""
-        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class ServerNote:
-    """A ``NOTICE`` or ``ERROR`` datagram from the server."""
-
-    text: str
-    is_error: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Farewell:
-    """A ``BYE`` datagram: the server no longer counts us as a member, and says why."""
-
-    reason: str
-
-
-ServerDatagram = Incoming | Relayed | ServerNote | Farewell
-"""What :func:`parse_server_datagram` makes of a datagram it understands. Every kind but
-:class:`Relayed` comes only from triochat; :class:`Relayed` comes only from the seed's server."""
-
-
-def greeting(name: str | None = None) -> bytes:
-    """The ``GREETING`` datagram, naming the sender when ``name`` is given."""
-    return f"GREETING {name}".encode() if name else b"GREETING"
-
-
-def message_datagrams(text: str, *, server_is_triochat: bool) -> list[bytes]:
+def _message_datagrams(text: str, *, server_is_triochat: bool) -> list[bytes]:
     """The datagrams that carry the chat line ``text``: more than one when it is too long.
 
     To a server known to be triochat: ``MESSAGE <text>``, each at most
@@ -265,11 +260,58 @@ _SEED_RELAY = re.compile(
 ends the address and whatever follows, more ``): `` included, is the text."""
 
 
-def parse_server_datagram(data: bytes) -> ServerDatagram | None:
-    """What a datagram from the server says; ``None`` for anything unexpected. Never raises.
+class DatagramClientCodec:
+    """The client role: server datagrams in, client events out as datagrams.
 
-    Text is made safe to print (control characters escaped) whatever the server sent.
+    It learns from what comes back which server it talks to (see the module docstring), and
+    sends accordingly.
+
+    Attributes:
+        server_is_triochat: ``None`` until a datagram it understands came back; then whether
+            it came from triochat (a ``From(...)`` relay settles it for good as ``False``).
     """
+
+    dialect = Dialect.DATAGRAM
+    role: ClassVar[Role] = Role.CLIENT
+
+    def __init__(self) -> None:
+        self.server_is_triochat: bool | None = None
+
+    def receive_datagram(self, data: bytes) -> ServerDatagram | None:
+        """What a datagram from the server says; ``None`` for anything unexpected. Never raises.
+
+        Text is made safe to print (control characters escaped) whatever the server sent.
+        """
+        event = _parse_server_datagram(data)
+        if isinstance(event, Relayed):
+            self.server_is_triochat = False
+        elif event is not None and self.server_is_triochat is None:
+            self.server_is_triochat = True
+        return event
+
+    def send(self, event: ClientEvent) -> list[bytes]:
+        """The datagrams for ``event``, in order; none when there is nothing to send.
+
+        ``Hello`` is one ``GREETING`` (naming the sender unless the name is ``""``); ``Say``
+        one or more message datagrams (none for a blank text: our server ignores it, and the
+        client would wait for its echo in vain); ``Leave`` is ``LEAVE`` to a server known to be
+        triochat and nothing otherwise (the seed's server would relay it as chat).
+
+        Raises:
+            TypeError: the datagram dialect has no command for ``event``.
+        """
+        if isinstance(event, Say):
+            return _message_datagrams(
+                event.text, server_is_triochat=self.server_is_triochat is True
+            )
+        if isinstance(event, Hello):
+            return [f"GREETING {event.name}".encode() if event.name else b"GREETING"]
+        if isinstance(event, Leave):
+            return [LEAVE_DATAGRAM] if self.server_is_triochat else []
+        raise TypeError(f"cannot send {event!r} in the datagram dialect")
+
+
+def _parse_server_datagram(data: bytes) -> ServerDatagram | None:
     text = data.decode("utf-8", errors="replace").removesuffix("\n").removesuffix("\r")
     if text.startswith("From("):
         return _parse_seed_relay(text)
@@ -282,11 +324,15 @@ def parse_server_datagram(data: bytes) -> ServerDatagram | None:
         name, separator, body = tail.partition(": ")
         if not separator or not name:
             return None
-        return Incoming(
-            escape_controls(ip), int(port), escape_controls(name), escape_controls(body)
+        return ChatMessage(
+            sender=escape_controls(name),
+            text=escape_controls(body),
+            timestamp="",
+            sender_ip=escape_controls(ip),
+            sender_port=int(port),
         )
     if keyword in ("ERROR", "NOTICE"):
-        return ServerNote(escape_controls(rest), is_error=keyword == "ERROR")
+        return Notice(escape_controls(rest), is_error=keyword == "ERROR")
     if keyword == "BYE":
         return Farewell(escape_controls(rest))
     return None
@@ -310,17 +356,12 @@ __all__ = [
     "REFRESH_INTERVAL",
     "REGISTRATION_TTL",
     "SEED_RECEIVE_BYTES",
-    "DatagramCodec",
+    "DatagramClientCodec",
     "DatagramCommand",
+    "DatagramServerCodec",
     "Farewell",
     "Garbage",
     "GarbageReason",
-    "Incoming",
     "Relayed",
     "ServerDatagram",
-    "ServerNote",
-    "greeting",
-    "message_datagrams",
-    "parse_datagram",
-    "parse_server_datagram",
 ]
