@@ -25,6 +25,7 @@ from triochat.startup import EXIT_INTERRUPTED, defer_ctrl_c, hand_ctrl_c_to_trio
 from triochat.text import InvalidName, check_name
 from triochat.wire.datagrams import DatagramClientCodec
 from triochat.wire.json_lines import MENU_CLIENT_ID, JsonClientCodec
+from triochat.wire.lines import LineClientCodec
 
 logger = logging.getLogger("triochat")
 
@@ -195,7 +196,7 @@ def _start_line_client(host: str, port: int) -> Callable[[], Awaitable[int]]:
         early.say("Enter your name:")
     name = start.read_first_line()
     if name is not None:
-        start.send(name.encode())
+        start.send(LineClientCodec().send(Hello(name)))
     from triochat.client.line_client import run_line_client
 
     return partial(run_line_client, start)

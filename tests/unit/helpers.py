@@ -31,7 +31,7 @@ from triochat.room import OUTBOX_LIMIT, Delivery, Member, Room, open_outbox
 from triochat.server.config import ServerConfig
 from triochat.server.session import ChatSession
 from triochat.wire.json_lines import JsonServerCodec
-from triochat.wire.lines import LineCodec
+from triochat.wire.lines import LineServerCodec
 
 NOW = "2024-03-21 10:30:45"
 """The receive time the tests' room is told (the room reads no clock)."""
@@ -172,7 +172,9 @@ class Server:
         self.port = 40000
 
     def serve(
-        self, stream: trio.abc.HalfCloseableStream, codec: LineCodec | JsonServerCodec | None = None
+        self,
+        stream: trio.abc.HalfCloseableStream,
+        codec: LineServerCodec | JsonServerCodec | None = None,
     ) -> None:
         self.port += 1
         session = ChatSession(stream, codec, self.room, ("127.0.0.1", self.port), self.limits)

@@ -15,6 +15,7 @@ import trio.testing
 
 from triochat.client.connection import QUIET_FLUSH, WRITE_GAP, PacedSender, ServerLines
 from triochat.wire.common import MAX_SERVER_LINE_BYTES
+from triochat.wire.lines import LineClientCodec
 
 
 class RecordingStream(trio.abc.SendStream):
@@ -101,11 +102,16 @@ async def test_tasks_sharing_a_sender_take_turns_and_keep_the_gap(
 # --- ServerLines ------------------------------------------------------------------------------
 
 
+def server_lines(stream: trio.abc.ReceiveStream) -> ServerLines:
+    """Lines from ``stream`` as the line client reads them."""
+    return ServerLines(stream, LineClientCodec(MAX_SERVER_LINE_BYTES))
+
+
 async def test_terminated_lines_come_at_once_whole_and_without_their_endings(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
-    lines = ServerLines(theirs)
+    lines = server_lines(theirs)
     await ours.send_all(b"alice: one\r\nbob: two\nbob: thr")
     await ours.send_all(b"ee\n")
     assert [await lines.readline() for _ in range(3)] == ["alice: one", "bob: two", "bob: three"]
@@ -116,7 +122,7 @@ async def test_an_unterminated_chunk_is_a_line_after_the_quiet_time_and_not_befo
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
-    lines = ServerLines(theirs)
+    lines = server_lines(theirs)
     await ours.send_all(b"5001:Hi!")  # a seed server adds no newline
     assert await lines.readline() == "5001:Hi!"
     assert trio.current_time() == pytest.approx(QUIET_FLUSH)
@@ -126,7 +132,7 @@ async def test_a_chunk_completed_within_the_quiet_time_is_one_line(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
-    lines = ServerLines(theirs)
+    lines = server_lines(theirs)
 
     async def split_by_the_network() -> None:
         await ours.send_all(b"alice: a name never ")
@@ -144,7 +150,7 @@ async def test_paced_unterminated_messages_are_lines_of_their_own(
 ) -> None:
     """Our server writes to an unframed peer 50 ms apart, more than the quiet time."""
     ours, theirs = trio.testing.memory_stream_pair()
-    lines = ServerLines(theirs)
+    lines = server_lines(theirs)
 
     async def server() -> None:
         for message in (b"alice: one", b"alice: two", b"bob: three"):
@@ -164,7 +170,7 @@ async def test_end_of_connection_shows_the_partial_line_then_none(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
-    lines = ServerLines(theirs)
+    lines = server_lines(theirs)
     await ours.send_all(b"*** Server shutting down\nlast words")
     await ours.aclose()
     assert await lines.readline() == "*** Server shutting down"
@@ -185,14 +191,14 @@ async def test_a_broken_connection_counts_as_its_end(
         async def aclose(self) -> None:
             await trio.lowlevel.checkpoint()
 
-    assert await ServerLines(Broken()).readline() is None
+    assert await server_lines(Broken()).readline() is None
 
 
 async def test_a_line_over_the_limit_is_dropped_with_a_warning_and_reading_goes_on(
     autojump_clock: trio.testing.MockClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
-    lines = ServerLines(theirs)
+    lines = server_lines(theirs)
     await ours.send_all(b"x" * (MAX_SERVER_LINE_BYTES + 10) + b"\nalice: still here\n")
     assert await lines.readline() == "alice: still here"
     assert "Dropped a line from the server" in capsys.readouterr().err

@@ -59,7 +59,7 @@ from triochat.wire.datagrams import (
     Garbage,
 )
 from triochat.wire.json_lines import JsonClientCodec, JsonObjectFramer, JsonServerCodec
-from triochat.wire.lines import LineCodec, LineFramer, PortTaggedCodec
+from triochat.wire.lines import LineFramer, LineServerCodec, PortTaggedServerCodec
 
 from .helpers import split
 
@@ -106,8 +106,8 @@ class Target:
     errors: str  # "fatal", "recoverable" or "either"
 
 
-def _named_line_codec(limit: int) -> LineCodec:
-    codec = LineCodec(limit)
+def _named_line_codec(limit: int) -> LineServerCodec:
+    codec = LineServerCodec(limit)
     codec.name_accepted()
     return codec
 
@@ -129,23 +129,23 @@ TARGETS = [
     ),
     Target(
         "line (naming)",
-        lambda: LineCodec(LIMIT),
-        LineCodec.next_event,
-        LineCodec.flush_idle,
+        lambda: LineServerCodec(LIMIT),
+        LineServerCodec.next_event,
+        LineServerCodec.flush_idle,
         "recoverable",
     ),
     Target(
         "line (named)",
         lambda: _named_line_codec(LIMIT),
-        LineCodec.next_event,
-        LineCodec.flush_idle,
+        LineServerCodec.next_event,
+        LineServerCodec.flush_idle,
         "recoverable",
     ),
     Target(
         "port-tagged",
-        lambda: PortTaggedCodec(LIMIT),
-        PortTaggedCodec.next_event,
-        PortTaggedCodec.flush_idle,
+        lambda: PortTaggedServerCodec(LIMIT),
+        PortTaggedServerCodec.next_event,
+        PortTaggedServerCodec.flush_idle,
         "recoverable",
     ),
     Target(

@@ -15,7 +15,7 @@ from triochat.server.config import ServerConfig
 from triochat.server.reader import sniff_codec
 from triochat.server.session import ChatSession
 from triochat.wire.json_lines import JsonServerCodec
-from triochat.wire.lines import LineCodec, PortTaggedCodec
+from triochat.wire.lines import LineServerCodec, PortTaggedServerCodec
 
 from .helpers import NOW, Peer
 
@@ -179,7 +179,7 @@ async def test_port_tagged_members_and_exit_echo(
             client_stream, server_stream = trio.testing.memory_stream_pair()
             session = ChatSession(
                 server_stream,
-                PortTaggedCodec(),
+                PortTaggedServerCodec(),
                 room,
                 ("127.0.0.1", port),
                 LIMITS,
@@ -225,7 +225,7 @@ async def test_member_that_never_reads_is_evicted_and_others_keep_up(
         # The lockstep pair lets a write finish only when the peer reads: this peer never does.
         stuck_client, stuck_server = trio.testing.lockstep_stream_pair()
         nursery.start_soon(
-            ChatSession(stuck_server, LineCodec(), room, ("127.0.0.1", 1), LIMITS).run
+            ChatSession(stuck_server, LineServerCodec(), room, ("127.0.0.1", 1), LIMITS).run
         )
         await stuck_client.send_all(b"stuck\n")
         async with serving(room, port=2) as (_, fast), serving(room, port=3) as (_, talker):
@@ -255,7 +255,7 @@ async def test_sniffing_picks_lines_otherwise_and_keeps_the_bytes() -> None:
     client, server = trio.testing.memory_stream_pair()
     await client.send_all(b"alice\n")
     codec = await sniff_codec(server, LIMITS)
-    assert isinstance(codec, LineCodec)
+    assert isinstance(codec, LineServerCodec)
     event = codec.next_event()
     assert getattr(event, "name", None) == "alice"
 
@@ -339,7 +339,7 @@ async def test_on_finish_runs_when_the_member_leaves_not_after_the_last_flush(
         stuck_client, stuck_server = trio.testing.lockstep_stream_pair()
         session = ChatSession(
             stuck_server,
-            LineCodec(),
+            LineServerCodec(),
             room,
             ("127.0.0.1", 1),
             LIMITS,

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from triochat.events import (
     ChatMessage,
     ClientEvent,
+    FileRequest,
     Goodbye,
     Hello,
     Leave,
@@ -18,7 +19,14 @@ from triochat.events import (
     Who,
 )
 from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, RemoteProtocolError
-from triochat.wire.lines import LineCodec, LineFramer, PortTaggedCodec
+from triochat.wire.lines import (
+    LineClientCodec,
+    LineFramer,
+    LineServerCodec,
+    PortTaggedClientCodec,
+    PortTaggedServerCodec,
+    ServerText,
+)
 
 from .helpers import Err, split
 
@@ -39,7 +47,7 @@ def lines_of(framer: LineFramer) -> list[str | Err]:
         out.append(line)
 
 
-def events_of(codec: LineCodec | PortTaggedCodec) -> list[ClientEvent | Err]:
+def events_of(codec: LineServerCodec | PortTaggedServerCodec) -> list[ClientEvent | Err]:
     """Every event (and every error) the codec holds right now; names are accepted at once."""
     out: list[ClientEvent | Err] = []
     while True:
@@ -55,7 +63,7 @@ def events_of(codec: LineCodec | PortTaggedCodec) -> list[ClientEvent | Err]:
         out.append(event)
 
 
-def flushed(codec: LineCodec | PortTaggedCodec) -> ClientEvent | Err | None:
+def flushed(codec: LineServerCodec | PortTaggedServerCodec) -> ClientEvent | Err | None:
     """What the idle flush gives: an event, nothing, or an error (``/unknown`` unterminated)."""
     try:
         return codec.flush_idle()
@@ -63,8 +71,8 @@ def flushed(codec: LineCodec | PortTaggedCodec) -> ClientEvent | Err | None:
         return Err(error.recoverable)
 
 
-def named_codec(max_line_bytes: int = MAX_LINE_BYTES) -> LineCodec:
-    codec = LineCodec(max_line_bytes)
+def named_codec(max_line_bytes: int = MAX_LINE_BYTES) -> LineServerCodec:
+    codec = LineServerCodec(max_line_bytes)
     codec.name_accepted()
     return codec
 
@@ -212,11 +220,11 @@ def test_idle_flush_ends_an_over_long_unterminated_message() -> None:
     assert codec.flush_idle() == Say("hello")
 
 
-# --- LineCodec --------------------------------------------------------------------------------
+# --- LineServerCodec -------------------------------------------------------------------------
 
 
 def test_first_line_is_hello_then_messages() -> None:
-    codec = LineCodec()
+    codec = LineServerCodec()
     codec.receive_data(b"  alice \r\nhello there\n")
     assert codec.next_event() == Hello("alice")
     # Until the room accepts the name, every line is another try at a name.
@@ -280,7 +288,7 @@ def test_over_long_line_in_codec_is_recoverable() -> None:
 
 
 def test_codec_flush_idle() -> None:
-    codec = LineCodec()
+    codec = LineServerCodec()
     assert codec.flush_idle() is None
     codec.receive_data(b"bob")
     assert codec.next_event() is NEED_DATA
@@ -305,7 +313,7 @@ def test_codec_invalid_utf8_replaced() -> None:
 
 
 def test_line_encode_exact_bytes() -> None:
-    codec = LineCodec()
+    codec = LineServerCodec()
     assert codec.send(chat("alice", "hello")) == b"alice: hello\n"
     assert codec.send(chat("José", "ça va ✓")) == "José: ça va ✓\n".encode()
     assert codec.send(Notice("Name taken")) == b"*** Name taken\n"
@@ -316,33 +324,33 @@ def test_line_encode_exact_bytes() -> None:
 
 def test_line_encode_refuses_client_events() -> None:
     with pytest.raises(TypeError):
-        LineCodec().send(Say("x"))  # type: ignore[arg-type]
+        LineServerCodec().send(Say("x"))  # type: ignore[arg-type]
 
 
-# --- PortTaggedCodec --------------------------------------------------------------------------
+# --- PortTaggedServerCodec -------------------------------------------------------------------
 
 
 def test_port_tagged_has_no_name_line() -> None:
-    codec = PortTaggedCodec()
+    codec = PortTaggedServerCodec()
     codec.receive_data(b"first\r\n\n  \nsecond\n/who\n")
     assert events_of(codec) == [Say("first"), Say("second"), Say("/who")]
 
 
 @pytest.mark.parametrize("line", [b"exit\n", b"exit\r\n", b"  exit \n"])
 def test_port_tagged_exit_leaves(line: bytes) -> None:
-    codec = PortTaggedCodec()
+    codec = PortTaggedServerCodec()
     codec.receive_data(line)
     assert codec.next_event() == Leave()
 
 
 def test_port_tagged_exit_must_be_the_whole_line() -> None:
-    codec = PortTaggedCodec()
+    codec = PortTaggedServerCodec()
     codec.receive_data(b"exit now\nEXIT\n")
     assert events_of(codec) == [Say("exit now"), Say("EXIT")]
 
 
 def test_port_tagged_flush_idle() -> None:
-    codec = PortTaggedCodec()
+    codec = PortTaggedServerCodec()
     codec.receive_data(b"exit")
     assert codec.next_event() is NEED_DATA
     assert codec.has_partial
@@ -353,13 +361,13 @@ def test_port_tagged_flush_idle() -> None:
 
 
 def test_port_tagged_over_long_line() -> None:
-    codec = PortTaggedCodec(max_line_bytes=4)
+    codec = PortTaggedServerCodec(max_line_bytes=4)
     codec.receive_data(b"toolong\nok\n")
     assert events_of(codec) == [Err(True), Say("ok")]
 
 
 def test_port_tagged_encode_exact_bytes() -> None:
-    codec = PortTaggedCodec()
+    codec = PortTaggedServerCodec()
     assert codec.send(chat("50123", "hello")) == b"50123:hello\n"
     assert codec.send(chat("50123", " spaced")) == b"50123: spaced\n"
     assert codec.send(Goodbye("50123")) == b"exit\n"
@@ -406,8 +414,8 @@ def test_framer_any_split_gives_the_same_lines(
 def test_codec_any_split_gives_the_same_events(
     data: st.DataObject, stream: bytes, port_tagged: bool
 ) -> None:
-    def make() -> LineCodec | PortTaggedCodec:
-        return PortTaggedCodec(10) if port_tagged else LineCodec(10)
+    def make() -> LineServerCodec | PortTaggedServerCodec:
+        return PortTaggedServerCodec(10) if port_tagged else LineServerCodec(10)
 
     whole = make()
     whole.receive_data(stream)
@@ -430,7 +438,7 @@ def test_random_bytes_only_raise_recoverable_errors_and_buffer_stays_bounded(
 ) -> None:
     framer = LineFramer(limit)
     codec = named_codec(limit)
-    port_tagged = PortTaggedCodec(limit)
+    port_tagged = PortTaggedServerCodec(limit)
     for chunk in chunks:
         framer.receive_data(chunk)
         for item in lines_of(framer):
@@ -445,3 +453,92 @@ def test_random_bytes_only_raise_recoverable_errors_and_buffer_stays_bounded(
     for target in (codec, port_tagged):
         last = flushed(target)
         assert last is None or isinstance(last, Say | Leave | Who) or last == Err(True)
+
+
+# --- the client roles -------------------------------------------------------------------------
+
+
+def test_line_client_sends_the_seed_wire() -> None:
+    client = LineClientCodec()
+    assert client.send(Hello("alice")) == b"alice"  # alone, no newline: the seed's name recv()
+    assert client.send(Say("hi there")) == b"hi there"
+    assert client.send(Say("")) == b""
+    assert client.send(Leave()) == b""  # leaving is closing the connection
+    for event in (Who(), FileRequest("a", "b")):
+        with pytest.raises(TypeError):
+            client.send(event)
+
+
+def test_port_tagged_client_sends_the_seed_wire() -> None:
+    client = PortTaggedClientCodec()
+    assert client.send(Say("hi")) == b"hi"
+    assert client.send(Leave()) == b"exit"
+    for event in (Hello("alice"), Who(), FileRequest("a", "b")):
+        with pytest.raises(TypeError):
+            client.send(event)
+
+
+@pytest.mark.parametrize("client_type", [LineClientCodec, PortTaggedClientCodec])
+def test_client_shows_server_lines_as_they_come(
+    client_type: type[LineClientCodec | PortTaggedClientCodec],
+) -> None:
+    client = client_type()
+    client.receive_data(b"alice: hi\r\n*** Name taken\nbob: un")
+    assert client.next_event() == ServerText("alice: hi")
+    assert client.next_event() == ServerText("*** Name taken")
+    assert client.next_event() is NEED_DATA
+    assert client.has_partial
+    # An unframed server ends nothing in a newline: the quiet time ends the line.
+    assert client.flush_idle() == ServerText("bob: un")
+    assert client.flush_idle() is None
+    assert not client.has_partial
+
+
+PEER_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40
+).filter(lambda text: text.strip() and not text.startswith("/"))
+
+
+@PROPERTY
+@given(name=st.from_regex(r"[A-Za-z0-9_.-]{1,32}", fullmatch=True), texts=st.lists(PEER_TEXT))
+def test_line_round_trip_client_to_server(name: str, texts: list[str]) -> None:
+    # Each write stands alone (unframed): the server's quiet-time flush ends each one.
+    client, server = LineClientCodec(), LineServerCodec()
+    server.receive_data(client.send(Hello(name)))
+    assert server.next_event() is NEED_DATA
+    assert server.flush_idle() == Hello(name)
+    server.name_accepted()
+    for text in texts:
+        server.receive_data(client.send(Say(text)))
+        assert server.flush_idle() == Say(text)
+
+
+@PROPERTY
+@given(texts=st.lists(PEER_TEXT.filter(lambda text: text.strip() != "exit")))
+def test_port_tagged_round_trip_client_to_server(texts: list[str]) -> None:
+    client, server = PortTaggedClientCodec(), PortTaggedServerCodec()
+    for text in texts:
+        server.receive_data(client.send(Say(text)))
+        assert server.flush_idle() == Say(text)
+    server.receive_data(client.send(Leave()))
+    assert server.flush_idle() == Leave()
+
+
+@PROPERTY
+@given(
+    sender=st.from_regex(r"[A-Za-z0-9_.-]{1,32}", fullmatch=True),
+    text=st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=40),
+)
+def test_round_trip_server_to_client(sender: str, text: str) -> None:
+    # The client shows exactly what the server wrote, framed or not.
+    for server, client in (
+        (LineServerCodec(), LineClientCodec()),
+        (PortTaggedServerCodec(), PortTaggedClientCodec()),
+    ):
+        for event in (chat(sender, text), Notice(text)):
+            data = server.send(event)
+            client.receive_data(data)
+            assert client.next_event() == ServerText(data.decode().removesuffix("\n"))
+            client.receive_data(server.unframe(data))
+            assert client.next_event() is NEED_DATA
+            assert client.flush_idle() == ServerText(data.decode().removesuffix("\n"))

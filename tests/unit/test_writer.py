@@ -18,7 +18,7 @@ from triochat.room import Delivery
 from triochat.server.config import ServerConfig
 from triochat.server.writer import Flusher, MemberWriter
 from triochat.wire.common import NEED_DATA
-from triochat.wire.lines import LineCodec
+from triochat.wire.lines import LineServerCodec
 
 CONFIG = ServerConfig(outbox_limit=64, close_grace=1.0)
 
@@ -27,8 +27,8 @@ def message(text: str, sender: str = "alice") -> Delivery:
     return Delivery(ChatMessage(sender, text, "t", "2024-03-21 10:30:45", "127.0.0.1", 1))
 
 
-def framed_codec() -> LineCodec:
-    codec = LineCodec()
+def framed_codec() -> LineServerCodec:
+    codec = LineServerCodec()
     codec.receive_data(b"bob\n")  # a newline: the peer is framed
     assert codec.next_event() is not None and codec.framed
     return codec
@@ -141,7 +141,7 @@ async def test_unframed_peer_gets_one_message_per_write_paced_without_newline(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     client, server = trio.testing.memory_stream_pair()
-    writer = MemberWriter(server, LineCodec(), CONFIG, Failures())
+    writer = MemberWriter(server, LineServerCodec(), CONFIG, Failures())
     for text in ("a", "b"):
         writer.send_nowait(message(text))
     writer.send_nowait(Delivery(Notice("note")))
@@ -192,7 +192,7 @@ async def test_a_delivery_queued_for_the_task_is_not_overtaken_by_the_fast_path(
     ours, theirs = socket.socketpair()
     theirs.setblocking(False)
     flusher = Flusher()
-    codec = LineCodec()
+    codec = LineServerCodec()
     codec.receive_data(b"bob")  # no newline yet: an unframed peer, served by the task
     assert codec.next_event() is NEED_DATA and not codec.framed
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))

@@ -14,8 +14,8 @@ import socket
 import trio
 
 from triochat.client.terminal import warn
-from triochat.wire.common import MAX_SERVER_LINE_BYTES, NEED_DATA, RemoteProtocolError
-from triochat.wire.lines import LineFramer
+from triochat.wire.common import NEED_DATA, RemoteProtocolError
+from triochat.wire.lines import LineClientCodec, PortTaggedClientCodec
 
 RECEIVE_SIZE = 64 * 1024
 LEAVE_GRACE = 0.8
@@ -79,31 +79,34 @@ class ServerLines:
     seeds' servers and ours, to a client that sends no newlines, end nothing in a newline.
     """
 
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+    def __init__(
+        self, stream: trio.abc.ReceiveStream, codec: LineClientCodec | PortTaggedClientCodec
+    ) -> None:
         self._stream = stream
-        self._framer = LineFramer(MAX_SERVER_LINE_BYTES)
+        self._codec = codec
         self._eof = False
 
     async def readline(self) -> str | None:
         """The next line from the server, or ``None`` once it has closed the connection."""
         while True:
             try:
-                line = self._framer.next_line()
+                line = self._codec.next_event()
             except RemoteProtocolError as error:
-                # Cannot happen with our server (see MAX_SERVER_LINE_BYTES); say so if it does.
+                # Our server's lines fit MAX_SERVER_LINE_BYTES; say so if another's do not.
                 warn(f"Dropped a line from the server: {error}")
                 continue
             if line is not NEED_DATA:
-                return line
+                return line.text
             if self._eof:
-                return self._framer.flush_partial()
-            if self._framer.has_partial:
+                rest = self._codec.flush_idle()
+                return None if rest is None else rest.text
+            if self._codec.has_partial:
                 with trio.move_on_after(QUIET_FLUSH):
                     await self._receive()
                     continue
-                partial = self._framer.flush_partial()
+                partial = self._codec.flush_idle()
                 if partial is not None:
-                    return partial
+                    return partial.text
             else:
                 await self._receive()
 
@@ -113,6 +116,6 @@ class ServerLines:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         if data:
-            self._framer.receive_data(data)
+            self._codec.receive_data(data)
         else:
             self._eof = True

@@ -14,6 +14,9 @@ import trio
 from triochat.client.connection import LEAVE_GRACE, PacedSender, ServerLines, adopt
 from triochat.client.early import EarlyStart
 from triochat.client.terminal import StdinLines, say, warn
+from triochat.events import Say
+from triochat.wire.common import MAX_SERVER_LINE_BYTES
+from triochat.wire.lines import LineClientCodec
 
 
 async def run_line_client(start: EarlyStart) -> int:
@@ -24,13 +27,14 @@ async def run_line_client(start: EarlyStart) -> int:
     """
     stream = adopt(start.sock)
     sender = PacedSender(stream, start.seconds_since_last_write())
+    codec = LineClientCodec(MAX_SERVER_LINE_BYTES)
     exit_code = 0
     leaving = False
     async with stream, trio.open_nursery() as nursery:
 
         async def print_server_lines() -> None:
             nonlocal exit_code
-            lines = ServerLines(stream)
+            lines = ServerLines(stream, codec)
             while (line := await lines.readline()) is not None:
                 say(line)
             if not leaving:
@@ -43,7 +47,7 @@ async def run_line_client(start: EarlyStart) -> int:
             stdin = StdinLines(0, start.stdin_rest, ended=start.stdin_ended)
             try:
                 while (line := await stdin.readline()) is not None:
-                    await sender.send(line.encode())  # an empty line sends nothing
+                    await sender.send(codec.send(Say(line)))  # an empty line sends nothing
                 leaving = True
                 await stream.send_eof()
             except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -11,8 +11,9 @@ import trio
 from triochat.client.connection import LEAVE_GRACE, PacedSender, ServerLines, adopt
 from triochat.client.early import EarlyStart
 from triochat.client.terminal import StdinLines, say, warn
-
-EXIT = "exit"
+from triochat.events import Leave, Say
+from triochat.wire.common import MAX_SERVER_LINE_BYTES
+from triochat.wire.lines import PortTaggedClientCodec
 
 
 async def run_port_tagged_client(start: EarlyStart) -> int:
@@ -22,15 +23,16 @@ async def run_port_tagged_client(start: EarlyStart) -> int:
     """
     stream = adopt(start.sock)
     sender = PacedSender(stream)
+    codec = PortTaggedClientCodec(MAX_SERVER_LINE_BYTES)
     exit_code = 0
     leaving = False
     async with stream, trio.open_nursery() as nursery:
 
         async def print_server_lines() -> None:
             nonlocal exit_code
-            lines = ServerLines(stream)
+            lines = ServerLines(stream, codec)
             while (line := await lines.readline()) is not None:
-                if leaving and line == EXIT:
+                if leaving and line == codec.EXIT:
                     break
                 say(line)
             if leaving:
@@ -46,11 +48,11 @@ async def run_port_tagged_client(start: EarlyStart) -> int:
             try:
                 while True:
                     line = await stdin.readline()
-                    if line is None or line.strip() == EXIT:
+                    if line is None or line.strip() == codec.EXIT:
                         leaving = True
-                        await sender.send(EXIT.encode())
+                        await sender.send(codec.send(Leave()))
                         break
-                    await sender.send(line.encode())
+                    await sender.send(codec.send(Say(line)))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             await trio.sleep(LEAVE_GRACE)

@@ -10,7 +10,7 @@ import trio
 from triochat.events import Notice
 from triochat.server.config import ServerConfig
 from triochat.wire.json_lines import JsonServerCodec
-from triochat.wire.lines import LineCodec
+from triochat.wire.lines import LineServerCodec
 
 SERVER_FULL_WAIT = 1.0
 """Seconds a refused connection gets to show its dialect, so the refusal is in its language."""
@@ -26,7 +26,7 @@ async def refuse_connection(stream: trio.SocketStream, config: ServerConfig) -> 
         first = b""
         with trio.move_on_after(SERVER_FULL_WAIT / 2):
             first = bytes(await stream.receive_some(1))
-        codec = JsonServerCodec() if first.startswith(b"{") else LineCodec()
+        codec = JsonServerCodec() if first.startswith(b"{") else LineServerCodec()
         await stream.send_all(codec.send(Notice(reason, is_error=True)))
     await trio.aclose_forcefully(stream)
 

@@ -10,7 +10,7 @@ from triochat.events import ClientEvent, Dialect, ServerEvent
 from triochat.server.config import ServerConfig
 from triochat.wire.common import NEED_DATA, NeedData
 from triochat.wire.json_lines import JsonServerCodec
-from triochat.wire.lines import LineCodec
+from triochat.wire.lines import LineServerCodec
 
 
 class ServerCodec(Protocol):
@@ -59,7 +59,7 @@ async def sniff_codec(stream: trio.abc.ReceiveStream, limits: ServerConfig) -> S
             if stripped.startswith(b"{"):
                 codec = JsonServerCodec(limits.max_line_bytes)
             else:
-                codec = LineCodec(limits.max_line_bytes)
+                codec = LineServerCodec(limits.max_line_bytes)
             codec.receive_data(bytes(seen))
             return codec
         if len(seen) > limits.max_line_bytes:

@@ -24,7 +24,7 @@ from triochat.server.session import ChatSession, SessionCounter
 from triochat.server.udp import DatagramEndpoint
 from triochat.server.udp_sockets import open_datagram_sockets
 from triochat.server.writer import Flusher
-from triochat.wire.lines import PortTaggedCodec
+from triochat.wire.lines import PortTaggedServerCodec
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ async def serve_port_tagged(
             return
         session = ChatSession(
             stream,
-            PortTaggedCodec(config.max_line_bytes),
+            PortTaggedServerCodec(config.max_line_bytes),
             room,
             peer,
             config,

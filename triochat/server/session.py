@@ -26,7 +26,7 @@ from triochat.server.reader import EventReader, ServerCodec
 from triochat.server.registration import register
 from triochat.server.writer import Flusher, MemberWriter
 from triochat.wire.common import RemoteProtocolError
-from triochat.wire.lines import LineCodec
+from triochat.wire.lines import LineServerCodec
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class ChatSession:
         self._counter = counter or SessionCounter()
         self._on_finish = on_finish
         # The line codec stands in until registration knows the dialect.
-        self._writer = MemberWriter(stream, LineCodec(), limits, self._writer_failed, flusher)
+        self._writer = MemberWriter(stream, LineServerCodec(), limits, self._writer_failed, flusher)
         self._commands = Commands(room, limits, self.finish, on_file_request)
         self._member: Member | None = None
         self._finishing = False

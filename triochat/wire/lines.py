@@ -1,6 +1,17 @@
-"""Line framing and the two line dialects: named lines (seed 000) and port-tagged (seed 004)."""
+"""Line framing and the two line dialects: named lines (seed 000) and port-tagged (seed 004).
+
+Each dialect has a server role (:class:`LineServerCodec`, :class:`PortTaggedServerCodec`) and a
+client role (:class:`LineClientCodec`, :class:`PortTaggedClientCodec`). The client roles are
+thin on purpose: what the server sends in these dialects is text for people, shown as it comes
+(our clients also talk to the seeds' servers, whose lines follow no grammar), so they decode
+:class:`ServerText`, not events; and they send the seeds' wire, a message or a name alone in
+its write without a newline (SPEC §3).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 from triochat.events import (
     ChatMessage,
@@ -17,7 +28,7 @@ from triochat.events import (
     Welcome,
     Who,
 )
-from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData, RemoteProtocolError
+from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData, RemoteProtocolError, Role
 
 
 class LineFramer:
@@ -106,7 +117,9 @@ def _decode_line(raw: bytes) -> str:
 
 
 class _LineDialect:
-    """What both line dialects share: framing, the idle flush, skipping blank lines."""
+    """What both line dialects' server roles share: framing, the idle flush, blank lines."""
+
+    role: ClassVar[Role] = Role.SERVER
 
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self._framer = LineFramer(max_line_bytes)
@@ -156,7 +169,7 @@ class _LineDialect:
         raise NotImplementedError
 
 
-class LineCodec(_LineDialect):
+class LineServerCodec(_LineDialect):
     """The named line dialect: first line is the name, then one message per line.
 
     Also netcat/telnet. Slash commands: ``/quit``, ``/who``; ``//text`` sends ``/text``.
@@ -206,7 +219,7 @@ class LineCodec(_LineDialect):
         raise TypeError(f"cannot send {event!r}")
 
 
-class PortTaggedCodec(_LineDialect):
+class PortTaggedServerCodec(_LineDialect):
     """Seed 004: no name line; messages show as ``<port>:<message>``; ``exit`` is echoed."""
 
     dialect = Dialect.PORT_TAGGED
@@ -234,3 +247,97 @@ class PortTaggedCodec(_LineDialect):
         if isinstance(event, Welcome | FileAnnouncement):
             return b""
         raise TypeError(f"cannot send {event!r}")
+
+
+# --- the client roles -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerText:
+    """One line from the server, without its line ending, to be shown as it is."""
+
+    text: str
+
+
+class _LineClient:
+    """What both client roles share: the server's lines, an unterminated one after a quiet time.
+
+    Args:
+        max_line_bytes: the longest line taken from the server; longer ones are dropped with a
+            recoverable error.
+    """
+
+    role: ClassVar[Role] = Role.CLIENT
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._framer = LineFramer(max_line_bytes)
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Add bytes from the server."""
+        self._framer.receive_data(data)
+
+    @property
+    def has_partial(self) -> bool:
+        """True when an unterminated line is buffered (see :meth:`flush_idle`)."""
+        return self._framer.has_partial
+
+    def next_event(self) -> ServerText | NeedData:
+        """The next complete line, or ``NEED_DATA``.
+
+        Raises:
+            RemoteProtocolError: (recoverable) a line exceeded the limit; it was dropped.
+        """
+        line = self._framer.next_line()
+        return NEED_DATA if line is NEED_DATA else ServerText(line)
+
+    def flush_idle(self) -> ServerText | None:
+        """The unterminated bytes as one line, once the server has gone quiet (or closed).
+
+        Servers that write to an unframed peer, the seeds' and ours, end nothing in a newline.
+        """
+        line = self._framer.flush_partial()
+        return None if line is None else ServerText(line)
+
+
+class LineClientCodec(_LineClient):
+    """The client role of the named line dialect (seed 000).
+
+    A ``Say`` goes as its text, so a text that starts with ``/`` is read by a triochat server
+    as the command it spells: that is how a user of this client types commands, and the seed's
+    server relays it as chat. The client leaves by closing the connection, never by a command
+    a seed server would relay as chat: ``Leave`` has no bytes.
+    """
+
+    def send(self, event: ClientEvent) -> bytes:
+        """The bytes of ``event``: one write of its own, without a newline (SPEC §3).
+
+        Raises:
+            TypeError: the event has no form this client sends (``Who``, ``FileRequest``).
+        """
+        if isinstance(event, Hello):
+            return event.name.encode()
+        if isinstance(event, Say):
+            return event.text.encode()
+        if isinstance(event, Leave):
+            return b""
+        raise TypeError(f"cannot send {event!r} in the line dialect")
+
+
+class PortTaggedClientCodec(_LineClient):
+    """The client role of the port-tagged dialect (seed 004): no name, ``exit`` to leave."""
+
+    EXIT: ClassVar[str] = "exit"
+    """What ``Leave`` sends and what the server echoes back before it closes."""
+
+    def send(self, event: ClientEvent) -> bytes:
+        """The bytes of ``event``: one write of its own, without a newline (SPEC §3).
+
+        Raises:
+            TypeError: the event has no form in this dialect (``Hello``, ``Who``,
+                ``FileRequest``).
+        """
+        if isinstance(event, Say):
+            return event.text.encode()
+        if isinstance(event, Leave):
+            return self.EXIT.encode()
+        raise TypeError(f"cannot send {event!r} in the port-tagged dialect")
