@@ -1,21 +1,24 @@
 """Timed reads and writes on one file connection, shared by the relay and the file agent.
 
-Both ends of a transfer need the same three things: read a header line, read more frames, send
-frames, each within a stall timeout, with every way it can fail turned into one exception whose
-text is fit to show the user.
+Both ends of a transfer need the same three things: read the peer's handshake event, read more
+frames, send frames, each within a stall timeout, with every way it can fail turned into one
+exception whose text is fit to show the user.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypeVar
 
 import trio
 
-from triochat.wire.chunks import HeaderReader
+from triochat.wire.chunks import Handshake
 from triochat.wire.common import NEED_DATA, RemoteProtocolError
 
 RECEIVE_SIZE = 1024 * 1024
 """Bytes read at a time: the most either end holds of one transfer."""
+
+
+_Event = TypeVar("_Event")
 
 
 class TransferError(Exception):
@@ -57,20 +60,20 @@ class FileLink:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
             raise TransferError("a peer hung up") from error
 
-    async def read_header(self, reader: HeaderReader) -> dict[str, Any]:
-        """The header line; bytes after it stay in ``reader`` for :meth:`HeaderReader.take_rest`.
+    async def read_handshake(self, handshake: Handshake[_Event]) -> _Event:
+        """The peer's handshake event; bytes after it stay in ``handshake`` (``take_rest``).
 
         Raises:
             TransferError: a bad header, a stall, or the peer hung up first.
         """
         while True:
             try:
-                header = reader.next_header()
+                event = handshake.next_event()
             except RemoteProtocolError as error:
                 raise TransferError(str(error)) from error
-            if header is not NEED_DATA:
-                return header
+            if event is not NEED_DATA:
+                return event
             data = await self.receive()
             if not data:
                 raise TransferError("a peer hung up")
-            reader.receive_data(data)
+            handshake.receive_data(data)

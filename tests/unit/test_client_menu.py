@@ -20,7 +20,7 @@ import trio.testing
 from triochat.client import menu_client
 from triochat.client.connection import LEAVE_GRACE
 from triochat.client.menu_client import GOODBYE, MENU, run_menu_client
-from triochat.wire.chunks import encode_header
+from triochat.wire.chunks import RelayHandshake, TransferRequest
 from triochat.wire.json_lines import MENU_CLIENT_ID
 
 from .file_transfer_helpers import TOKEN, parse_reply, read_to_end
@@ -204,7 +204,7 @@ async def test_a_fetch_announced_over_chat_is_served_on_the_file_port(
         )
         await trio.testing.wait_all_tasks_blocked()
         async with await trio.open_tcp_stream("127.0.0.1", client.file_port) as relay:
-            await relay.send_all(encode_header({"token": TOKEN}))
+            await relay.send_all(RelayHandshake().send(TransferRequest(TOKEN)))
             reply = parse_reply(await read_to_end(relay))
         client.typist.end()
         await client.server.send_all(json_line(type="bye"))

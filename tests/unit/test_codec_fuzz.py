@@ -12,7 +12,7 @@ from, cut at random points. The contract checked here:
   had come before it, and no good object next to a bad one is lost;
 * the chunk framing detects what ``test_wire_chunks.py`` does not try: every single-byte
   deletion and insertion, dropped, duplicated and swapped frames, and every truncation of a
-  whole file connection (header line included), also through the relay's two-hop pipeline.
+  whole file connection (handshake line included), also through the relay's two-hop pipeline.
 """
 
 from __future__ import annotations
@@ -39,16 +39,18 @@ from triochat.server.reader import EventReader, sniff_codec
 from triochat.text import check_name
 from triochat.timestamps import display_time_of, parse_timestamp
 from triochat.wire.chunks import (
+    AgentHandshake,
     ChunkDecoder,
     DataChunk,
     EndOfFile,
-    HeaderReader,
+    RelayHandshake,
     SenderFailed,
+    TransferAccepted,
+    TransferRequest,
     encode_data,
     encode_end,
     encode_error,
     encode_frame,
-    encode_header,
 )
 from triochat.wire.common import NEED_DATA, RemoteProtocolError
 from triochat.wire.datagrams import (
@@ -81,8 +83,9 @@ FRAGMENTS = [
     encode_data(b""),
     encode_end(3, hashlib.sha256(b"abc").digest()),
     encode_error("nope"),
-    encode_header({"token": "t", "size": 3}),
-    b'{"status": "ok", "size": 0}\n',
+    RelayHandshake().send(TransferRequest("t", 3)),
+    AgentHandshake().send(TransferAccepted(0)),
+    b'{"status": "error"}\n',
 ]
 
 noise = st.lists(st.sampled_from(FRAGMENTS), max_size=40).map(b"".join)
@@ -183,7 +186,8 @@ TARGETS = [
         ChunkDecoder.end_of_stream,
         "fatal",
     ),
-    Target("file header", HeaderReader, HeaderReader.next_header, _nothing, "fatal"),
+    Target("file request", AgentHandshake, AgentHandshake.next_event, _nothing, "fatal"),
+    Target("file reply", RelayHandshake, RelayHandshake.next_event, _nothing, "fatal"),
 ]
 
 
@@ -651,14 +655,14 @@ def test_an_error_frame_in_place_of_any_frame_fails_the_transfer() -> None:
 
 
 def receive_connection(connection: bytes, cuts: list[int]) -> Received:
-    """A requester's whole file connection: the header line, then the frames."""
-    headers = HeaderReader()
+    """A requester's whole file connection: the handshake line, then the frames."""
+    headers = AgentHandshake()
     rest: bytes | None = None
     pieces = split(connection, cuts)
     for position, piece in enumerate(pieces):
         headers.receive_data(piece)
         try:
-            header = headers.next_header()
+            header = headers.next_event()
         except RemoteProtocolError:
             return Received(b"", False, True)
         if header is not NEED_DATA:
@@ -670,7 +674,7 @@ def receive_connection(connection: bytes, cuts: list[int]) -> Received:
 
 
 def test_every_truncation_of_a_whole_file_connection_is_detected() -> None:
-    connection = encode_header({"token": "0" * 32, "size": len(ORIGINAL)}) + STREAM
+    connection = RelayHandshake().send(TransferRequest("0" * 32, len(ORIGINAL))) + STREAM
     assert receive_connection(connection, []).completed
     for length in range(len(connection)):
         for cuts in ([], [length // 2], [1, 2, 3, length - 1]):

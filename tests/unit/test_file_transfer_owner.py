@@ -22,16 +22,28 @@ from triochat.client.file_agent import ANNOUNCE_WAIT, HEADER_TIMEOUT, FileAgent
 from triochat.events import FileAnnouncement, TransferRole
 from triochat.wire.chunks import (
     CHUNK_SIZE,
+    AgentHandshake,
     ChunkDecoder,
     DataChunk,
     EndOfFile,
+    RelayHandshake,
     SenderFailed,
+    TransferAccepted,
+    TransferRequest,
     encode_data,
-    encode_header,
 )
 from triochat.wire.common import NEED_DATA
 
-from .file_transfer_helpers import TOKEN, Reply, Reports, end_of, fetch, parse_reply, read_to_end
+from .file_transfer_helpers import (
+    TOKEN,
+    Reply,
+    Reports,
+    end_of,
+    fetch,
+    header_line,
+    parse_reply,
+    read_to_end,
+)
 
 # --- FileAgent: who gets served ---------------------------------------------------------------
 
@@ -46,7 +58,7 @@ async def test_stranger_with_unknown_token_gets_nothing_after_announce_wait(
     ours, theirs = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(agent.handle, theirs)
-        await ours.send_all(encode_header({"token": "deadbeef"}))
+        await ours.send_all(header_line({"token": "deadbeef"}))
         start = trio.current_time()
         received = await read_to_end(ours)
         waited = trio.current_time() - start
@@ -67,7 +79,7 @@ async def test_stranger_with_unknown_token_default_wait_gets_nothing(
     ours, theirs = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(agent.handle, theirs)
-        await ours.send_all(encode_header({"token": "deadbeef"}))
+        await ours.send_all(header_line({"token": "deadbeef"}))
         start = trio.current_time()
         assert await read_to_end(ours) == b""
         assert trio.current_time() - start == pytest.approx(ANNOUNCE_WAIT)
@@ -120,7 +132,7 @@ async def test_token_announced_after_the_connection_arrived_is_served(
     ours, theirs = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(agent.handle, theirs)
-        await ours.send_all(encode_header({"token": TOKEN}))
+        await ours.send_all(header_line({"token": TOKEN}))
         await trio.sleep(ANNOUNCE_WAIT * 0.8)  # virtual time: the chat connection is slow
         agent.announce(FileAnnouncement(TransferRole.FETCH, TOKEN, "late.bin", "bob"))
         raw = await read_to_end(ours)
@@ -222,7 +234,7 @@ async def test_path_tricks_get_an_error_and_never_file_bytes(
     ours, theirs = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(agent.handle, theirs)
-        await ours.send_all(encode_header({"token": TOKEN}))
+        await ours.send_all(header_line({"token": TOKEN}))
         raw = await read_to_end(ours)
     assert SECRET not in raw
     assert b"root:" not in raw
@@ -278,13 +290,18 @@ async def test_read_error_mid_file_is_reported_with_an_error_frame(
 def test_reply_helpers_parse_what_the_agent_sends() -> None:
     # Guards the helpers above: a reply with no header line is not mistaken for one.
     assert parse_reply(b"") == Reply(None, b"")
-    raw = encode_header({"status": "ok", "size": 1}) + encode_data(b"x") + end_of(b"x")
+    raw = header_line({"status": "ok", "size": 1}) + encode_data(b"x") + end_of(b"x")
     reply = parse_reply(raw)
     assert reply.header == {"status": "ok", "size": 1}
     data, events = reply.decoded()
     assert data == b"x"
     assert not any(isinstance(e, SenderFailed) for e in events)
-    assert json.loads(encode_header({"a": 1})) == {"a": 1}
+    assert json.loads(header_line({"a": 1})) == {"a": 1}
+    # The hand-written lines are the codec's own bytes.
+    assert header_line({"token": TOKEN, "size": 3}) == RelayHandshake().send(
+        TransferRequest(TOKEN, 3)
+    )
+    assert header_line({"status": "ok", "size": 1}) == AgentHandshake().send(TransferAccepted(1))
 
 
 class GrowingFile(io.FileIO):

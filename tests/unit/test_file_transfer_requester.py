@@ -23,7 +23,6 @@ from triochat.events import FileAnnouncement, FileFailed, TransferRole
 from triochat.wire.chunks import (
     encode_end,
     encode_error,
-    encode_header,
 )
 
 from .file_transfer_helpers import (
@@ -34,6 +33,7 @@ from .file_transfer_helpers import (
     delivery,
     end_of,
     frames_of,
+    header_line,
     listing,
     parse_reply,
     read_to_end,
@@ -87,7 +87,7 @@ def with_flipped_byte(stream: bytes, index: int) -> bytes:
 
 
 DATA = bytes(range(256)) * 20  # 5120 bytes: six frames of 1000 bytes
-HEADER = encode_header({"token": TOKEN, "size": len(DATA)})
+HEADER = header_line({"token": TOKEN, "size": len(DATA)})
 FRAMES = b"".join(frames_of(DATA))
 WHOLE = HEADER + FRAMES + end_of(DATA)
 

@@ -1,10 +1,9 @@
-"""Byte-exact tests of the file-relay framing (SPEC §6): frames, header line, file names."""
+"""Byte-exact tests of the file-relay framing (SPEC §6): frames, handshake, file names."""
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import struct
 import zlib
 
@@ -17,17 +16,20 @@ from triochat.wire.chunks import (
     FRAME_OVERHEAD,
     MAX_CHUNK_PAYLOAD,
     MAX_HEADER_BYTES,
+    AgentHandshake,
     ChunkDecoder,
     ChunkEvent,
     DataChunk,
     EndOfFile,
-    HeaderReader,
+    RelayHandshake,
     SenderFailed,
+    TransferAccepted,
+    TransferRefused,
+    TransferRequest,
     encode_data,
     encode_end,
     encode_error,
     encode_frame,
-    encode_header,
     is_plain_file_name,
     new_digest,
 )
@@ -130,20 +132,6 @@ def test_error_frame_message_is_capped() -> None:
 
 def test_encode_frame_is_the_common_shape() -> None:
     assert encode_frame(b"D", b"abc") == encode_data(b"abc")
-
-
-def test_header_line_is_one_json_object_and_a_newline() -> None:
-    line = encode_header({"token": "ab12", "size": 5, "name": "é"})
-    assert line.endswith(b"\n")
-    assert line.count(b"\n") == 1
-    assert json.loads(line) == {"token": "ab12", "size": 5, "name": "é"}
-
-
-def test_over_long_header_cannot_be_encoded() -> None:
-    fits = encode_header({"t": "x" * (MAX_HEADER_BYTES - 10)})  # {"t": "…"}\n
-    assert len(fits) == MAX_HEADER_BYTES
-    with pytest.raises(ValueError, match="too long"):
-        encode_header({"t": "x" * (MAX_HEADER_BYTES - 9)})
 
 
 def test_new_digest_is_sha256() -> None:
@@ -326,7 +314,7 @@ def test_unknown_kind_is_refused(kind: bytes) -> None:
 
 def test_a_header_line_where_frames_belong_is_refused() -> None:
     decoder = ChunkDecoder()
-    decoder.receive_data(encode_header({"status": "error"}))
+    decoder.receive_data(AgentHandshake().send(TransferRefused("no")))
     with pytest.raises(RemoteProtocolError):
         decoder.next_event()
 
@@ -447,109 +435,210 @@ def test_size_counts_verified_data_only() -> None:
     assert decoder.size == 5
 
 
-# --- HeaderReader -----------------------------------------------------------------------------
+# --- the handshake ----------------------------------------------------------------------------
 
 
-def test_header_and_the_bytes_after_it() -> None:
-    reader = HeaderReader()
+def test_handshake_exact_bytes() -> None:
+    relay, agent = RelayHandshake(), AgentHandshake()
+    assert relay.send(TransferRequest("ab12")) == b'{"token": "ab12"}\n'
+    assert relay.send(TransferRequest("ab12", 5)) == b'{"token": "ab12", "size": 5}\n'
+    assert agent.send(TransferAccepted(5)) == b'{"status": "ok", "size": 5}\n'
+    assert agent.send(TransferRefused("no such file")) == (
+        b'{"status": "error", "message": "no such file"}\n'
+    )
+    assert agent.send(TransferRefused("é")) == '{"status": "error", "message": "é"}\n'.encode()
+
+
+def test_each_end_sends_only_its_own_events() -> None:
+    with pytest.raises(TypeError):
+        RelayHandshake().send(TransferAccepted(1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        AgentHandshake().send(TransferRequest("t"))  # type: ignore[arg-type]
+
+
+def test_over_long_header_cannot_be_sent() -> None:
+    fits = RelayHandshake().send(TransferRequest("x" * (MAX_HEADER_BYTES - 14)))
+    assert len(fits) == MAX_HEADER_BYTES  # {"token": "…"}\n
+    with pytest.raises(ValueError, match="too long"):
+        RelayHandshake().send(TransferRequest("x" * (MAX_HEADER_BYTES - 13)))
+
+
+def test_request_and_the_bytes_after_it() -> None:
+    agent = AgentHandshake()
     first_frames = encode_data(b"abc")
-    reader.receive_data(b'{"token": "t1", "size": 3}\n' + first_frames)
-    assert reader.next_header() == {"token": "t1", "size": 3}
-    assert reader.take_rest() == first_frames
-    assert reader.take_rest() == b""
+    agent.receive_data(b'{"token": "t1", "size": 3}\n' + first_frames)
+    assert agent.next_event() == TransferRequest("t1", 3)
+    assert agent.take_rest() == first_frames
+    assert agent.take_rest() == b""
+
+
+def test_reply_and_the_bytes_after_it() -> None:
+    relay = RelayHandshake()
+    first_frames = encode_data(b"abc")
+    relay.receive_data(b'{"status": "ok", "size": 3}\n' + first_frames)
+    assert relay.next_event() == TransferAccepted(3)
+    assert relay.take_rest() == first_frames
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b'{"status": "error", "message": "no such file"}\n', TransferRefused("no such file")),
+        (b'{"status": "error"}\n', TransferRefused("")),
+        (b'{"status": "error", "message": ""}\n', TransferRefused("")),
+        (b'{"status": "busy", "message": 7}\n', TransferRefused("7")),
+        (b"{}\n", TransferRefused("")),
+        (b'{"status": "ok", "size": 0, "extra": true}\n', TransferAccepted(0)),
+    ],
+)
+def test_replies_are_read_liberally(line: bytes, expected: object) -> None:
+    relay = RelayHandshake()
+    relay.receive_data(line)
+    assert relay.next_event() == expected
 
 
 def test_header_needs_data_until_the_newline() -> None:
-    reader = HeaderReader()
-    line = encode_header({"token": "abc"})
+    agent = AgentHandshake()
+    line = RelayHandshake().send(TransferRequest("abc"))
     for byte in line[:-1]:
-        reader.receive_data(bytes([byte]))
-        assert reader.next_header() is NEED_DATA
-    reader.receive_data(b"\n")
-    assert reader.next_header() == {"token": "abc"}
+        agent.receive_data(bytes([byte]))
+        assert agent.next_event() is NEED_DATA
+    agent.receive_data(b"\n")
+    assert agent.next_event() == TransferRequest("abc")
 
 
 def test_longest_header_line_is_accepted_piece_by_piece() -> None:
-    line = encode_header({"t": "x" * (MAX_HEADER_BYTES - 10)})
+    line = RelayHandshake().send(TransferRequest("x" * (MAX_HEADER_BYTES - 14)))
     assert len(line) == MAX_HEADER_BYTES
-    reader = HeaderReader()
+    agent = AgentHandshake()
     for start in range(0, len(line), 100):
-        reader.receive_data(line[start : start + 100])
-    assert reader.next_header() == {"t": "x" * (MAX_HEADER_BYTES - 10)}
+        agent.receive_data(line[start : start + 100])
+    assert agent.next_event() == TransferRequest("x" * (MAX_HEADER_BYTES - 14))
 
 
 def test_header_without_newline_at_the_limit_still_waits() -> None:
-    reader = HeaderReader()
-    reader.receive_data(b"{" + b" " * (MAX_HEADER_BYTES - 1))
-    assert reader.next_header() is NEED_DATA
+    agent = AgentHandshake()
+    agent.receive_data(b"{" + b" " * (MAX_HEADER_BYTES - 1))
+    assert agent.next_event() is NEED_DATA
 
 
 def test_header_without_newline_beyond_the_limit_is_refused() -> None:
-    reader = HeaderReader()
-    reader.receive_data(b"{" + b" " * MAX_HEADER_BYTES)
+    agent = AgentHandshake()
+    agent.receive_data(b"{" + b" " * MAX_HEADER_BYTES)
     with pytest.raises(RemoteProtocolError, match="too long") as caught:
-        reader.next_header()
+        agent.next_event()
     assert caught.value.recoverable is False
 
 
 def test_over_long_header_line_is_refused_even_in_one_read() -> None:
     # Regression: the limit used to hold only while no newline had arrived.
     line = b'{"token": "' + b"x" * (2 * MAX_HEADER_BYTES) + b'"}\n'
-    reader = HeaderReader()
-    reader.receive_data(line)
+    agent = AgentHandshake()
+    agent.receive_data(line)
     with pytest.raises(RemoteProtocolError, match="too long"):
-        reader.next_header()
+        agent.next_event()
+
+
+BAD_LINES = [
+    b"not json\n",
+    b"\n",
+    b'{"token": \n',
+    b'{"token": "caf\xc3"}\n',  # invalid UTF-8
+    b"\xff\xfe\n",
+    b"[1, 2]\n",
+    b'"token"\n',
+    b"42\n",
+    b"null\n",
+    b"[" * 2000 + b"]" * 2000 + b"\n",  # deep nesting within the size limit
+]
 
 
 @pytest.mark.parametrize(
     "line",
     [
-        b"not json\n",
-        b"\n",
-        b'{"token": \n',
-        b'{"token": "caf\xc3"}\n',  # invalid UTF-8
-        b"\xff\xfe\n",
-        b"[1, 2]\n",
-        b'"token"\n',
-        b"42\n",
-        b"null\n",
-        b"[" * 2000 + b"]" * 2000 + b"\n",  # deep nesting within the size limit
+        *BAD_LINES,
+        b"{}\n",
+        b'{"token": ""}\n',
+        b'{"token": 7}\n',
+        b'{"token": null}\n',
+        b'{"token": "t", "size": -1}\n',
+        b'{"token": "t", "size": "3"}\n',
+        b'{"token": "t", "size": true}\n',
+        b'{"token": "t", "size": 1.5}\n',
     ],
 )
-def test_bad_header_is_refused(line: bytes) -> None:
-    reader = HeaderReader()
-    reader.receive_data(line)
+def test_bad_request_is_refused(line: bytes) -> None:
+    agent = AgentHandshake()
+    agent.receive_data(line)
     with pytest.raises(RemoteProtocolError, match="bad file header") as caught:
-        reader.next_header()
+        agent.next_event()
     assert caught.value.recoverable is False
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        *BAD_LINES,
+        b'{"status": "ok"}\n',
+        b'{"status": "ok", "size": -1}\n',
+        b'{"status": "ok", "size": "3"}\n',
+        b'{"status": "ok", "size": false}\n',
+    ],
+)
+def test_bad_reply_is_refused(line: bytes) -> None:
+    relay = RelayHandshake()
+    relay.receive_data(line)
+    with pytest.raises(RemoteProtocolError, match="bad file header") as caught:
+        relay.next_event()
+    assert caught.value.recoverable is False
+
+
+TOKENS = st.text(min_size=1, max_size=40)
+SIZES = st.integers(min_value=0, max_value=2**63)
+
+
+def split_and_read(
+    reader: RelayHandshake | AgentHandshake, line: bytes, rest: bytes, cut: int
+) -> object:
+    """Feed ``line + rest`` cut at one point; the event read, once the rest is checked."""
+    data = line + rest
+    point = cut % (len(data) + 1)
+    reader.receive_data(data[:point])
+    got = reader.next_event()
+    if got is NEED_DATA:
+        assert point < len(line)
+        reader.receive_data(data[point:])
+        got = reader.next_event()
+        assert reader.take_rest() == rest
+    else:
+        assert reader.take_rest() + data[point:] == rest
+    return got
 
 
 @PROPERTY
 @given(
-    fields=st.dictionaries(
-        st.text(max_size=10), st.one_of(st.text(max_size=20), st.integers()), max_size=4
+    request=st.builds(TransferRequest, TOKENS, st.none() | SIZES),
+    rest=st.binary(max_size=50),
+    cut=st.integers(min_value=0),
+)
+def test_request_round_trip_split_anywhere(request: TransferRequest, rest: bytes, cut: int) -> None:
+    line = RelayHandshake().send(request)
+    assert split_and_read(AgentHandshake(), line, rest, cut) == request
+
+
+@PROPERTY
+@given(
+    reply=st.one_of(
+        st.builds(TransferAccepted, SIZES), st.builds(TransferRefused, st.text(max_size=200))
     ),
     rest=st.binary(max_size=50),
     cut=st.integers(min_value=0),
 )
-def test_header_split_anywhere_gives_the_same_header_and_rest(
-    fields: dict[str, str | int], rest: bytes, cut: int
+def test_reply_round_trip_split_anywhere(
+    reply: TransferAccepted | TransferRefused, rest: bytes, cut: int
 ) -> None:
-    line = encode_header(fields)
-    data = line + rest
-    point = cut % (len(data) + 1)
-    reader = HeaderReader()
-    reader.receive_data(data[:point])
-    header = reader.next_header()
-    if header is NEED_DATA:
-        assert point < len(line)
-        reader.receive_data(data[point:])
-        header = reader.next_header()
-        assert header == fields
-        assert reader.take_rest() == rest
-    else:
-        assert header == fields
-        assert reader.take_rest() + data[point:] == rest
+    line = AgentHandshake().send(reply)
+    assert split_and_read(RelayHandshake(), line, rest, cut) == reply
 
 
 # --- plain file names -------------------------------------------------------------------------

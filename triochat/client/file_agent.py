@@ -18,7 +18,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -26,15 +25,17 @@ from triochat.events import FileAnnouncement, FileFailed, TransferRole
 from triochat.transfer_io import FileLink, TransferError
 from triochat.wire.chunks import (
     CHUNK_SIZE,
+    AgentHandshake,
     ChunkDecoder,
     DataChunk,
     EndOfFile,
-    HeaderReader,
     SenderFailed,
+    TransferAccepted,
+    TransferRefused,
+    TransferRequest,
     encode_data,
     encode_end,
     encode_error,
-    encode_header,
     is_plain_file_name,
     new_digest,
 )
@@ -126,9 +127,7 @@ class FileAgent:
                 self._reported.popitem(last=False)
         self._report(line)
 
-    async def _claim(self, token: object) -> Expected | None:
-        if not isinstance(token, str):
-            return None
+    async def _claim(self, token: str) -> Expected | None:
         with trio.move_on_after(self._announce_wait):
             while token not in self._expected:
                 await self._announced.wait()
@@ -153,20 +152,21 @@ class FileAgent:
         try:
             async with stream:
                 link = FileLink(stream, self._stall_timeout)
-                headers = HeaderReader()
-                header: dict[str, Any] | None = None
+                handshake = AgentHandshake()
+                request: TransferRequest | None = None
                 with trio.move_on_after(HEADER_TIMEOUT):
-                    header = await link.read_header(headers)
-                if header is None:
+                    request = await link.read_handshake(handshake)
+                if request is None:
                     return
-                token = header.get("token")
-                expected = await self._claim(token)
-                if expected is None or not isinstance(token, str):
+                expected = await self._claim(request.token)
+                if expected is None:
                     return
                 if expected.role is TransferRole.FETCH:
-                    await self._serve_file(link, expected)
+                    await self._serve_file(link, handshake, expected)
                 else:
-                    await self._receive_file(link, token, expected, headers.take_rest())
+                    await self._receive_file(
+                        link, handshake, request.token, expected, handshake.take_rest()
+                    )
         except (TransferError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
             logger.info("file connection ended: %s", error)
         except Exception:
@@ -185,20 +185,22 @@ class FileAgent:
             raise TransferError("no such file")
         return path
 
-    async def _serve_file(self, link: FileLink, expected: Expected) -> None:
+    async def _serve_file(
+        self, link: FileLink, handshake: AgentHandshake, expected: Expected
+    ) -> None:
         try:
             path = self._shared_path(expected.filename)
             file = await trio.open_file(path.resolve(), "rb")
         except TransferError as error:
-            await link.send(encode_header({"status": "error", "message": str(error)}))
+            await link.send(handshake.send(TransferRefused(str(error))))
             return
         except OSError as error:
             reason = "no such file" if isinstance(error, FileNotFoundError) else "cannot read it"
-            await link.send(encode_header({"status": "error", "message": reason}))
+            await link.send(handshake.send(TransferRefused(reason)))
             return
         async with file:
             size = os.fstat(file.fileno()).st_size
-            await link.send(encode_header({"status": "ok", "size": size}))
+            await link.send(handshake.send(TransferAccepted(size)))
             digest = new_digest()
             sent = 0
             while True:
@@ -219,7 +221,7 @@ class FileAgent:
     # --- requester side ----------------------------------------------------------------------
 
     async def _receive_file(
-        self, link: FileLink, token: str, expected: Expected, rest: bytes
+        self, link: FileLink, handshake: AgentHandshake, token: str, expected: Expected, rest: bytes
     ) -> None:
         filename, owner = expected.filename, expected.peer
         if not is_plain_file_name(filename):
@@ -252,11 +254,11 @@ class FileAgent:
                 trio.move_on_after(1),
                 contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
             ):
-                await link.stream.send_all(encode_header({"status": "error", "message": failure}))
+                await link.stream.send_all(handshake.send(TransferRefused(failure)))
             return
         self._report_once(token, f"File {filename} received from {owner}: {size} bytes, verified")
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await link.send(encode_header({"status": "ok", "size": size}))
+            await link.send(handshake.send(TransferAccepted(size)))
 
     async def _write_verified(self, link: FileLink, fd: int, rest: bytes) -> int:
         decoder = ChunkDecoder(check_digest=True)

@@ -28,10 +28,11 @@ from triochat.wire.chunks import (
     ChunkDecoder,
     DataChunk,
     EndOfFile,
-    HeaderReader,
+    RelayHandshake,
     SenderFailed,
+    TransferRefused,
+    TransferRequest,
     encode_error,
-    encode_header,
     is_plain_file_name,
 )
 from triochat.wire.common import NEED_DATA, RemoteProtocolError
@@ -46,10 +47,6 @@ MAX_TRANSFERS = 64
 """Transfers running at once; more requests are refused with a message."""
 
 Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
-
-
-TransferFailed = TransferError
-"""A transfer cannot go on; ``str(error)`` is the reason shown to the requester."""
 
 
 class RelayObserver(Protocol):
@@ -187,7 +184,7 @@ class FileRelay:
         size = 0
         try:
             size = await self._relay(transfer)
-        except TransferFailed as failure:
+        except TransferError as failure:
             reason = str(failure)
         except Exception:
             # A bug in one transfer must not take the server down; it is logged, not hidden.
@@ -214,33 +211,32 @@ class FileRelay:
         try:
             source = FileLink(await self._dial(owner, "owner"), self._stall_timeout)
             streams.append(source.stream)
-            await source.send(encode_header({"token": transfer.fetch_token}))
-            headers = HeaderReader()
-            header = await source.read_header(headers)
-            if header.get("status") != "ok":
-                raise TransferFailed(str(header.get("message") or "the owner refused"))
-            size = header.get("size")
-            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise TransferFailed("the owner sent a bad header")
+            from_owner = RelayHandshake()
+            await source.send(from_owner.send(TransferRequest(transfer.fetch_token)))
+            offer = await source.read_handshake(from_owner)
+            if isinstance(offer, TransferRefused):
+                raise TransferError(offer.reason or "the owner refused")
+            size = offer.size
             if size > self._max_file_bytes:
-                raise TransferFailed(
+                raise TransferError(
                     f"file too large ({size} bytes; the limit is {self._max_file_bytes})"
                 )
             destination = FileLink(await self._dial(requester, "requester"), self._stall_timeout)
             streams.append(destination.stream)
-            await destination.send(encode_header({"token": transfer.deliver_token, "size": size}))
+            to_requester = RelayHandshake()
+            await destination.send(to_requester.send(TransferRequest(transfer.deliver_token, size)))
             try:
-                await self._pipe(source, destination, headers.take_rest())
-            except TransferFailed as failure:
+                await self._pipe(source, destination, from_owner.take_rest())
+            except TransferError as failure:
                 with (
                     trio.move_on_after(1),
                     contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
                 ):
                     await destination.stream.send_all(encode_error(str(failure)))
                 raise
-            reply = await destination.read_header(HeaderReader())
-            if reply.get("status") != "ok":
-                raise TransferFailed(str(reply.get("message") or "the requester refused the file"))
+            reply = await destination.read_handshake(to_requester)
+            if isinstance(reply, TransferRefused):
+                raise TransferError(reply.reason or "the requester refused the file")
             return size
         finally:
             for stream in streams:
@@ -252,7 +248,7 @@ class FileRelay:
             with trio.fail_after(CONNECT_TIMEOUT):
                 return await self._connect(member.ip, member.file_port)
         except (OSError, trio.TooSlowError) as error:
-            raise TransferFailed(f"cannot reach the {role}'s file port ({error})") from error
+            raise TransferError(f"cannot reach the {role}'s file port ({error})") from error
 
     async def _pipe(self, source: FileLink, destination: FileLink, first: bytes) -> None:
         """Forward verified frames as they complete; hold at most one read's worth of data."""
@@ -263,16 +259,16 @@ class FileRelay:
                 while (event := decoder.next_event()) is not NEED_DATA:
                     if isinstance(event, DataChunk) and decoder.size > self._max_file_bytes:
                         # The file grew past the limit while the owner was sending it.
-                        raise TransferFailed(f"file too large (limit {self._max_file_bytes})")
+                        raise TransferError(f"file too large (limit {self._max_file_bytes})")
                     await destination.send(event.frame)
                     if isinstance(event, SenderFailed):
-                        raise TransferFailed(f"the owner failed: {event.message}")
+                        raise TransferError(f"the owner failed: {event.message}")
                     if isinstance(event, EndOfFile):
                         return
                     self.stats.bytes_relayed += len(event.payload)
             except RemoteProtocolError as error:
-                raise TransferFailed(f"corrupt data from the owner: {error}") from error
+                raise TransferError(f"corrupt data from the owner: {error}") from error
             data = await source.receive()
             if not data:
-                raise TransferFailed(f"the owner hung up after {decoder.size} bytes")
+                raise TransferError(f"the owner hung up after {decoder.size} bytes")
             decoder.receive_data(data)

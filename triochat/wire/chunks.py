@@ -1,7 +1,11 @@
-"""File-relay framing: a header line, then fixed-size chunks with checksums, then a digest.
+"""File-relay framing: a handshake line, then fixed-size chunks with checksums, then a digest.
 
-Every file connection starts with one JSON header line (at most :data:`MAX_HEADER_BYTES`),
-then carries frames, all of one shape::
+Every file connection starts with a handshake of typed events, one JSON header line each (at
+most :data:`MAX_HEADER_BYTES`). The relay dials and sends a :class:`TransferRequest`; the
+member's file agent answers a fetch with :class:`TransferAccepted` (then the file's frames) or
+:class:`TransferRefused`, and a delivery, once the file is verified and in place, the same way.
+:class:`RelayHandshake` and :class:`AgentHandshake` are the two roles; they validate what
+they read, so both ends handle only well-formed events. Then frames, all of one shape::
 
     kind (1 byte) | payload length (4 bytes, big-endian) | payload | CRC-32 of payload (4 bytes)
 
@@ -22,7 +26,7 @@ import json
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from triochat.wire.common import NEED_DATA, NeedData, RemoteProtocolError
 
@@ -62,14 +66,6 @@ def encode_error(message: str) -> bytes:
     return encode_frame(ERROR, message.encode()[:MAX_HEADER_BYTES])
 
 
-def encode_header(fields: dict[str, Any]) -> bytes:
-    """A header line."""
-    line = json.dumps(fields, ensure_ascii=False).encode() + b"\n"
-    if len(line) > MAX_HEADER_BYTES:
-        raise ValueError("header too long")
-    return line
-
-
 def new_digest() -> Any:
     """The running whole-file digest (SHA-256)."""
     return hashlib.sha256()
@@ -106,8 +102,84 @@ class SenderFailed:
 ChunkEvent = DataChunk | EndOfFile | SenderFailed
 
 
-class HeaderReader:
-    """Reads the one header line at the start of a file connection."""
+@dataclass(frozen=True, slots=True)
+class TransferRequest:
+    """The relay's first line: the token the server announced, and for a delivery the size.
+
+    Wire: ``{"token": <token>}`` to an owner, ``{"token": <token>, "size": <bytes>}`` to a
+    requester.
+    """
+
+    token: str
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferAccepted:
+    """An agent's yes: the owner will send ``size`` bytes, or the requester has them all.
+
+    Wire: ``{"status": "ok", "size": <bytes>}``.
+    """
+
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRefused:
+    """An agent's no, and why (``""`` when it gave no reason).
+
+    Wire: ``{"status": "error", "message": <reason>}``; any status but ``"ok"`` reads as this.
+    """
+
+    reason: str
+
+
+TransferReply = TransferAccepted | TransferRefused
+HandshakeEvent = TransferRequest | TransferAccepted | TransferRefused
+
+
+def _header_line(fields: dict[str, Any]) -> bytes:
+    line = json.dumps(fields, ensure_ascii=False).encode() + b"\n"
+    if len(line) > MAX_HEADER_BYTES:
+        raise ValueError("header too long")
+    return line
+
+
+def _is_size(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _bad(reason: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"bad file header: {reason}", recoverable=False)
+
+
+def _parse_request(fields: dict[str, Any]) -> TransferRequest:
+    token = fields.get("token")
+    if not isinstance(token, str) or not token:
+        raise _bad("no token")
+    size = fields.get("size")
+    if size is not None and not _is_size(size):
+        raise _bad("size is not a byte count")
+    return TransferRequest(token, size)
+
+
+def _parse_reply(fields: dict[str, Any]) -> TransferReply:
+    if fields.get("status") != "ok":
+        message = fields.get("message")
+        return TransferRefused(str(message) if message else "")
+    size = fields.get("size")
+    if not _is_size(size):
+        raise _bad("size is not a byte count")
+    assert isinstance(size, int)
+    return TransferAccepted(size)
+
+
+_Read = TypeVar("_Read")
+
+
+class Handshake(Generic[_Read]):
+    """Either end of the file handshake: reads the one header line the peer sends first, as a
+    typed event (a request for the agent, a reply for the relay)."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -116,11 +188,11 @@ class HeaderReader:
         """Add bytes from the peer."""
         self._buffer += data
 
-    def next_header(self) -> dict[str, Any] | NeedData:
-        """The header, or ``NEED_DATA``.
+    def next_event(self) -> _Read | NeedData:
+        """The peer's handshake event, or ``NEED_DATA``.
 
         Raises:
-            RemoteProtocolError: (fatal) over-long, not JSON, or not an object.
+            RemoteProtocolError: (fatal) over-long, not a JSON object, or not a valid event.
         """
         newline = self._buffer.find(b"\n")
         if newline < 0:
@@ -132,18 +204,60 @@ class HeaderReader:
         raw = bytes(self._buffer[:newline])
         del self._buffer[: newline + 1]
         try:
-            header = json.loads(raw)
+            fields = json.loads(raw)
         except (ValueError, RecursionError) as error:
-            raise RemoteProtocolError(f"bad file header: {error}", recoverable=False) from error
-        if not isinstance(header, dict):
-            raise RemoteProtocolError("bad file header: not an object", recoverable=False)
-        return header
+            raise _bad(str(error)) from error
+        if not isinstance(fields, dict):
+            raise _bad("not an object")
+        return self._parse(fields)
+
+    def _parse(self, fields: dict[str, Any]) -> _Read:
+        raise NotImplementedError
 
     def take_rest(self) -> bytes:
         """Bytes that arrived after the header (the first frames), handed to the next reader."""
         rest = bytes(self._buffer)
         del self._buffer[:]
         return rest
+
+
+class RelayHandshake(Handshake[TransferReply]):
+    """The relay's end of a file connection: sends the request, reads the agent's reply."""
+
+    def send(self, event: TransferRequest) -> bytes:
+        """The header line for ``event``.
+
+        Raises:
+            ValueError: the line would pass :data:`MAX_HEADER_BYTES` (a token that long).
+        """
+        if not isinstance(event, TransferRequest):
+            raise TypeError(f"the relay cannot send {event!r}")
+        fields: dict[str, Any] = {"token": event.token}
+        if event.size is not None:
+            fields["size"] = event.size
+        return _header_line(fields)
+
+    def _parse(self, fields: dict[str, Any]) -> TransferReply:
+        return _parse_reply(fields)
+
+
+class AgentHandshake(Handshake[TransferRequest]):
+    """A member's end of a file connection: reads the relay's request, sends the reply."""
+
+    def send(self, event: TransferReply) -> bytes:
+        """The header line for ``event``.
+
+        Raises:
+            ValueError: the line would pass :data:`MAX_HEADER_BYTES` (a reason that long).
+        """
+        if isinstance(event, TransferAccepted):
+            return _header_line({"status": "ok", "size": event.size})
+        if isinstance(event, TransferRefused):
+            return _header_line({"status": "error", "message": event.reason})
+        raise TypeError(f"an agent cannot send {event!r}")
+
+    def _parse(self, fields: dict[str, Any]) -> TransferRequest:
+        return _parse_request(fields)
 
 
 class ChunkDecoder:
