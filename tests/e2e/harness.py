@@ -208,6 +208,21 @@ class LineLog:
             return line
         raise self._fail(f"no further line within {within} s")
 
+    async def expect_text(self, text: str, within: float = TIMEOUT) -> None:
+        """The next lines, joined, must be exactly ``text``.
+
+        For a client on the seeds' unframed wire (one message per write, no newline): on a
+        loaded machine two messages may arrive in one read, or one in two, and the lines
+        then fall differently; the text and its order are what must be exact.
+        """
+        start = self.cursor
+        seen = ""
+        while len(seen) < len(text):
+            seen += await self.next_line(within)
+        if seen != text:
+            self.cursor = start
+            raise self._fail(f"the next lines do not make {_shorten(text)!r}")
+
     async def expect_closed(self, within: float = TIMEOUT) -> None:
         """Wait until the source has ended."""
         with trio.move_on_after(within):
@@ -271,6 +286,10 @@ class Program:
     async def next_line(self, within: float = TIMEOUT) -> str:
         """See :meth:`LineLog.next_line` (stdout)."""
         return await self.stdout.next_line(within)
+
+    async def expect_text(self, text: str, within: float = TIMEOUT) -> None:
+        """See :meth:`LineLog.expect_text` (stdout)."""
+        await self.stdout.expect_text(text, within)
 
     def assert_consumed(self) -> None:
         """No stdout line arrived that the test did not expect."""
