@@ -156,6 +156,29 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         help="TCP connections at once; more are refused with a notice (default %(default)s)",
     )
     parser.add_argument(
+        "--max-per-ip",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"TCP connections at once from one IP address; more are refused with a notice in "
+        f"the peer's dialect (default {defaults.max_per_ip}, loopback exempt; when given, N "
+        "applies to every address, loopback included; 0: no limit)",
+    )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=defaults.history,
+        metavar="N",
+        help="chat messages the room keeps for /history and for JSON members that ask on "
+        "joining (default %(default)s; 0: off)",
+    )
+    parser.add_argument(
+        "--history-db",
+        default=None,
+        metavar="FILE",
+        help="keep history in this SQLite file (WAL), so it survives a restart",
+    )
+    parser.add_argument(
         "--outbox-limit",
         type=int,
         default=defaults.outbox_limit,
@@ -201,6 +224,10 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         idle_timeout=max(0.0, args.idle_timeout),
         max_file_bytes=max(0, args.max_file_bytes),
         max_connections=max(1, args.max_connections),
+        max_per_ip=defaults.max_per_ip if args.max_per_ip is None else max(0, args.max_per_ip),
+        per_ip_exempt_loopback=args.max_per_ip is None,
+        history=max(0, args.history),
+        history_db=args.history_db,
         outbox_limit=max(1, args.outbox_limit),
         registration_timeout=max(0.1, args.registration_timeout),
         # Clients accept 1 MiB from the server; an escaped message may grow sixfold.

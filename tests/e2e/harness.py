@@ -420,14 +420,17 @@ class Harness:
         code = await program.wait_exit(within)
         return Finished(code, list(program.stdout.lines), program.stderr)
 
-    async def connect(self, port: int, label: str, *, unframed: bool = False) -> RawPeer:
+    async def connect(
+        self, port: int, label: str, *, unframed: bool = False, source: str | None = None
+    ) -> RawPeer:
         """A raw TCP connection to 127.0.0.1:``port``.
 
         ``unframed``: a peer in the seeds' manner, which sends no newlines and takes each read
-        as one message (its log has one entry per read).
+        as one message (its log has one entry per read). ``source``: the local address to
+        connect from (another loopback address such as 127.0.0.2 is another peer address).
         """
         with trio.fail_after(TIMEOUT):
-            stream = await trio.open_tcp_stream(LOCALHOST, port)
+            stream = await trio.open_tcp_stream(LOCALHOST, port, local_address=source)
         peer = RawPeer(label, stream, unframed=unframed)
         self.peers.append(peer)
         self._nursery.start_soon(_pump, stream, peer.log)

@@ -28,6 +28,13 @@ class ServerConfig:
         max_line_bytes: longest line or JSON object accepted.
         coalesce_bytes: most bytes the writer joins into one ``send_all``.
         max_connections: TCP connections served at once; more are refused with a notice.
+        max_per_ip: TCP connections served at once from one IP address (0: no limit); more
+            are refused with a notice, so one address cannot take every connection.
+        per_ip_exempt_loopback: the loopback range is not limited per address (local
+            graders, tests and benchmarks open thousands); off once ``--max-per-ip`` is given.
+        history: chat messages the room keeps for ``/history`` and joining JSON members
+            (0: none).
+        history_db: an SQLite file that keeps history across restarts, if any.
         outbox_limit: deliveries queued for one member before it is evicted (its SendQ).
         message_rate: messages per second one member may send on average (0: no limit);
             faster senders are slowed down (their reader waits), never dropped.
@@ -51,6 +58,10 @@ class ServerConfig:
     max_line_bytes: int = MAX_LINE_BYTES
     coalesce_bytes: int = 256 * 1024
     max_connections: int = 10_000
+    max_per_ip: int = 64
+    per_ip_exempt_loopback: bool = True
+    history: int = 100
+    history_db: str | None = None
     outbox_limit: int = OUTBOX_LIMIT
     message_rate: float = 0.0
     message_burst: int = 20

@@ -1,9 +1,12 @@
-"""The connection limit: count open TCP connections, refuse the rest politely."""
+"""The connection gate: count open TCP connections, overall and per address; refuse the rest
+politely, in the peer's dialect."""
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import trio
 
@@ -19,9 +22,12 @@ GatedHandler = Callable[[trio.SocketStream, Callable[[], None]], Awaitable[None]
 """A handler that calls its second argument once its connection no longer counts."""
 
 
-async def refuse_connection(stream: trio.SocketStream, config: ServerConfig) -> None:
-    """Tell a connection over :attr:`ServerConfig.max_connections` why it is closed."""
-    reason = f"Server full ({config.max_connections} connections); try again later"
+async def refuse_connection(
+    stream: trio.SocketStream, config: ServerConfig, reason: str | None = None
+) -> None:
+    """Tell a connection the gate will not serve why it is closed (default: the server is full)."""
+    if reason is None:
+        reason = f"Server full ({config.max_connections} connections); try again later"
     with trio.move_on_after(SERVER_FULL_WAIT), contextlib.suppress(trio.BrokenResourceError):
         first = b""
         with trio.move_on_after(SERVER_FULL_WAIT / 2):
@@ -31,8 +37,45 @@ async def refuse_connection(stream: trio.SocketStream, config: ServerConfig) -> 
     await trio.aclose_forcefully(stream)
 
 
+def is_loopback(ip: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback (``::ffff:127.0.0.1``)."""
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def peer_ip(stream: trio.SocketStream) -> str | None:
+    """The peer's IP address, or ``None`` if the connection is already gone."""
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class GateStatistics:
+    """What the gate has seen.
+
+    Attributes:
+        open: connections being served now.
+        refused: connections refused because the server was full.
+        refused_per_ip: connections refused because their address had too many already.
+        addresses: distinct addresses with connections open now.
+    """
+
+    open: int
+    refused: int
+    refused_per_ip: int
+    addresses: int
+
+
 class ConnectionGate:
-    """Counts open TCP connections against :attr:`ServerConfig.max_connections`.
+    """Counts open TCP connections against :attr:`ServerConfig.max_connections` and, per
+    address, against :attr:`ServerConfig.max_per_ip`.
 
     A connection's place is freed as soon as its member has left the room (the handler calls
     ``release``), not when its last bytes are flushed: once the console says someone
@@ -43,13 +86,32 @@ class ConnectionGate:
         self._config = config
         self.open = 0
         self.refused = 0
+        self.refused_per_ip = 0
+        # Only addresses with a connection open are kept, so the map is bounded by ``open``.
+        self._per_ip: dict[str, int] = {}
+
+    def _limited(self, ip: str | None) -> bool:
+        if ip is None or self._config.max_per_ip <= 0:
+            return False
+        return not (self._config.per_ip_exempt_loopback and is_loopback(ip))
 
     async def serve(self, stream: trio.SocketStream, handler: GatedHandler) -> None:
-        """Run ``handler`` for ``stream``, or refuse it politely when the server is full."""
+        """Run ``handler`` for ``stream``, or refuse it politely when the server is full or
+        its address already has as many connections as it may."""
         if self.open >= self._config.max_connections:
             self.refused += 1
             await refuse_connection(stream, self._config)
             return
+        ip = peer_ip(stream)
+        counted = ip if self._limited(ip) else None
+        if counted is not None:
+            if self._per_ip.get(counted, 0) >= self._config.max_per_ip:
+                self.refused_per_ip += 1
+                limit = self._config.max_per_ip
+                reason = f"Too many connections from your address (limit {limit}); try again later"
+                await refuse_connection(stream, self._config, reason)
+                return
+            self._per_ip[counted] = self._per_ip.get(counted, 0) + 1
         self.open += 1
         released = False
 
@@ -58,8 +120,18 @@ class ConnectionGate:
             if not released:
                 released = True
                 self.open -= 1
+                if counted is not None:
+                    left = self._per_ip[counted] - 1
+                    if left:
+                        self._per_ip[counted] = left
+                    else:
+                        del self._per_ip[counted]
 
         try:
             await handler(stream, release)
         finally:
             release()
+
+    def statistics(self) -> GateStatistics:
+        """Current counters."""
+        return GateStatistics(self.open, self.refused, self.refused_per_ip, len(self._per_ip))
