@@ -12,6 +12,7 @@ import errno
 import logging
 import signal
 import socket
+import sqlite3
 from collections.abc import Sequence
 from functools import partial
 
@@ -19,9 +20,11 @@ import trio
 
 from triochat.cli import ArgumentError, configure_logging, parse_port, run_program
 from triochat.client.early import say
+from triochat.history import History
 from triochat.room import Room
 from triochat.server.config import ServerConfig
 from triochat.server.console import ChatConsole, PortTaggedConsole
+from triochat.server.history_db import SqliteHistory
 from triochat.server.serve import (
     ChatService,
     open_chat_sockets,
@@ -68,9 +71,37 @@ async def run_chat_server(
         logger.debug("bind failed: %r", error)
         console.line(f"ERR - cannot create ChatServer socket using port number {port}")
         return 1
-    room = Room(observer=console, outbox_limit=config.outbox_limit, encode_once=config.encode_once)
+    store: SqliteHistory | None = None
+    if config.history and config.history_db:
+        try:
+            store = await SqliteHistory.open(config.history_db, config.history)
+        except (sqlite3.Error, OSError) as error:
+            logger.error("cannot open history database %s: %s", config.history_db, error)
+            console.line(f"ERR - cannot open history database {config.history_db}")
+            for sock in datagram_sockets:
+                sock.close()
+            for listener in listeners:
+                await listener.aclose()
+            return 1
+    history = None
+    if config.history:
+        history = (
+            History(config.history, sink=store.enqueue, initial=store.initial)
+            if store is not None
+            else History(config.history)
+        )
+    room = Room(
+        observer=console,
+        outbox_limit=config.outbox_limit,
+        encode_once=config.encode_once,
+        history=history,
+    )
     try:
         async with trio.open_nursery() as nursery:
+            if store is not None:
+                # Cancelled with the rest after shutdown has closed the room: its last batch
+                # (written in its finally block) holds every message the room accepted.
+                await nursery.start(store.serve)
             service: ChatService = await nursery.start(
                 partial(
                     serve_chat,

@@ -33,6 +33,8 @@ class Hello:
     client_id: str | None = None
     timestamp: str | None = None
     file_port: int | None = None
+    history: int | None = None
+    """Recent messages to replay right after joining (a JSON ``"history": n``), if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,39 @@ class FileRequest:
     filename: str
 
 
-ClientEvent = Hello | Say | Leave | Who | FileRequest
+@dataclass(frozen=True, slots=True)
+class PrivateSay:
+    """A private message for the one member called ``to`` (``/msg``, JSON ``private``)."""
+
+    to: str
+    text: str
+    timestamp: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rename:
+    """The member wants to be called ``name`` from now on (``/nick``, JSON ``rename``)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """The member asks for the last ``count`` messages (all the room keeps if ``None``)."""
+
+    count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetNotices:
+    """The member turns room notices (renames) on or off (``/notices on|off``)."""
+
+    on: bool
+
+
+ClientEvent = (
+    Hello | Say | Leave | Who | FileRequest | PrivateSay | Rename | HistoryRequest | SetNotices
+)
 
 
 # --- server -> client -------------------------------------------------------------------------
@@ -164,4 +198,69 @@ class FileFailed:
     reason: str
 
 
-ServerEvent = ChatMessage | Welcome | Notice | Goodbye | FileAnnouncement | FileFailed
+@dataclass(frozen=True, slots=True)
+class PrivateMessage:
+    """A private message as its one recipient sees it.
+
+    Attributes:
+        sender: the sender's name.
+        recipient: the recipient's name.
+        text: the text, already free of control characters.
+        timestamp: the sender's own timestamp, or the server's receive time.
+        display_time: ``timestamp`` as ``YYYY-MM-DD HH:MM:SS`` local time.
+        sender_ip: the sender's IP address (datagram members show it in ``INCOMING``).
+        sender_port: the sender's port.
+    """
+
+    sender: str
+    recipient: str
+    text: str
+    timestamp: str
+    display_time: str
+    sender_ip: str
+    sender_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    """The member called ``old`` is now called ``new`` (told to members who want notices)."""
+
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """One line of ``/who``: a member, its dialect and how long it has been silent."""
+
+    name: str
+    dialect: Dialect
+    idle_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """The answer to ``/who``: the members in join order."""
+
+    members: tuple[MemberInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryReplay:
+    """Recent room messages for one member, oldest first (``/history``, or on joining)."""
+
+    messages: tuple[ChatMessage, ...]
+
+
+ServerEvent = (
+    ChatMessage
+    | Welcome
+    | Notice
+    | Goodbye
+    | FileAnnouncement
+    | FileFailed
+    | PrivateMessage
+    | Renamed
+    | Presence
+    | HistoryReplay
+)

@@ -19,7 +19,18 @@ from typing import Protocol
 
 import trio
 
-from triochat.events import ChatMessage, Dialect, Notice, ServerEvent
+from triochat.events import (
+    ChatMessage,
+    Dialect,
+    HistoryReplay,
+    MemberInfo,
+    Notice,
+    Presence,
+    PrivateMessage,
+    Renamed,
+    ServerEvent,
+)
+from triochat.history import History
 from triochat.text import InvalidName, check_name, escape_controls, name_key
 from triochat.timestamps import display_time_of
 
@@ -89,6 +100,10 @@ class NameTaken(ValueError):
     """The name is already in use in the room (case-insensitively)."""
 
 
+class NoSuchMember(LookupError):
+    """Nobody in the room has that name."""
+
+
 @dataclass(eq=False)
 class Member:
     """One participant, whatever its dialect.
@@ -103,6 +118,11 @@ class Member:
         client_id: what a JSON client calls its session ("-" for other dialects).
         receives_own: datagram members get their own messages back (seed 002).
         file_port: where the member serves and receives files (menu clients), if anywhere.
+        dialect: how the member's bytes look (``/who`` shows it).
+        last_active: when the member last sent anything, on the caller's clock (``/who``
+            shows the idle time from it; the room reads no clock).
+        wants_notices: the member is told about renames. Line members ask with ``/notices
+            on``: the seeds' clients print every line they get.
     """
 
     name: str
@@ -113,6 +133,9 @@ class Member:
     client_id: str = "-"
     receives_own: bool = False
     file_port: int | None = None
+    dialect: Dialect = Dialect.LINE
+    last_active: float = 0.0
+    wants_notices: bool = False
     evicted_reason: str | None = field(default=None, init=False)
 
     def deliver_nowait(self, delivery: Delivery) -> bool:
@@ -152,6 +175,10 @@ class RoomObserver(Protocol):
         self, message: ChatMessage, sender: Member, recipients: list[str]
     ) -> None: ...
 
+    def private_sent(self, message: PrivateMessage) -> None: ...
+
+    def member_renamed(self, member: Member, old: str) -> None: ...
+
 
 class SilentObserver:
     """An observer that records nothing."""
@@ -165,6 +192,12 @@ class SilentObserver:
     def message_accepted(self, message: ChatMessage, sender: Member, recipients: list[str]) -> None:
         """Ignore."""
 
+    def private_sent(self, message: PrivateMessage) -> None:
+        """Ignore."""
+
+    def member_renamed(self, member: Member, old: str) -> None:
+        """Ignore."""
+
 
 @dataclass(frozen=True)
 class RoomStatistics:
@@ -176,6 +209,8 @@ class RoomStatistics:
     messages: int
     deliveries: int
     evictions: int
+    private_messages: int = 0
+    renames: int = 0
 
 
 def open_outbox(
@@ -198,8 +233,12 @@ class Room:
         outbox_limit: int = OUTBOX_LIMIT,
         *,
         encode_once: bool = True,
+        history: History | None = None,
     ) -> None:
         self.outbox_limit = outbox_limit
+        self.history = history
+        self._private = 0
+        self._renames = 0
         self._delivery = Delivery if encode_once else EncodedPerMember
         self._members: dict[str, Member] = {}
         self._observer: RoomObserver = observer or SilentObserver()
@@ -306,8 +345,89 @@ class Room:
             recipients.append(member.name)  # a datagram sender is its own recipient
         self._messages += 1
         self._deliveries += len(recipients)
+        if self.history is not None:
+            self.history.record(message)
         self._observer.message_accepted(message, sender, recipients)
         return message
+
+    def private(
+        self, sender: Member, to: str, text: str, timestamp: str | None = None, *, received_at: str
+    ) -> PrivateMessage:
+        """Queue ``text`` for the one member called ``to``; it never enters history.
+
+        Args: as :meth:`broadcast`, with ``to`` the recipient's name (ignoring case).
+
+        Raises:
+            NoSuchMember: nobody here is called ``to``.
+        """
+        recipient = self.find(to)
+        if recipient is None:
+            raise NoSuchMember(f"No member called {to!r} here")
+        message = PrivateMessage(
+            sender=sender.name,
+            recipient=recipient.name,
+            text=escape_controls(text),
+            timestamp=timestamp if timestamp else received_at,
+            display_time=display_time_of(timestamp, received_at) if timestamp else received_at,
+            sender_ip=sender.ip,
+            sender_port=sender.port,
+        )
+        recipient.deliver_nowait(Delivery(message))
+        self._private += 1
+        self._observer.private_sent(message)
+        return message
+
+    def rename(self, member: Member, new_name: str) -> str:
+        """Call ``member`` ``new_name`` from now on, in one synchronous step.
+
+        Nothing can run between freeing the old name and taking the new one, so there is no
+        moment when both or neither is taken. The member and those who want notices are
+        told. A change of case only is allowed (the key stays the same).
+
+        Returns:
+            The old name.
+
+        Raises:
+            InvalidName: the new name breaks the naming rules.
+            NameTaken: someone else has it (ignoring case).
+        """
+        old = member.name
+        old_key, new_key = name_key(old), name_key(new_name)
+        if self._members.get(old_key) is not member:
+            raise NameTaken("You are not in the room")
+        check_name(new_name)
+        if new_key != old_key and new_key in self._members:
+            raise NameTaken("Nickname already in use")
+        del self._members[old_key]
+        member.name = new_name
+        self._members[new_key] = member
+        self._renames += 1
+        notice = Delivery(Renamed(old, new_name))
+        # The member itself is always told: it is the confirmation (a JSON client learns
+        # the nickname its messages must now carry).
+        for other in list(self._members.values()):
+            if other is member or other.wants_notices:
+                other.deliver_nowait(notice)
+        self._observer.member_renamed(member, old)
+        return old
+
+    def presence(self, now: float) -> Presence:
+        """Every member with its dialect and idle time at ``now`` (the caller's clock)."""
+        return Presence(
+            tuple(
+                MemberInfo(member.name, member.dialect, max(0.0, now - member.last_active))
+                for member in self._members.values()
+            )
+        )
+
+    def replay(self, member: Member, count: int | None = None) -> int:
+        """Queue the last ``count`` messages for ``member``; how many (0 without history)."""
+        if self.history is None:
+            return 0
+        messages = self.history.recent(count)
+        if messages:
+            member.deliver_nowait(Delivery(HistoryReplay(messages)))
+        return len(messages)
 
     def tell(self, member: Member, text: str, *, is_error: bool = False) -> None:
         """Queue a notice for one member, behind everything already queued for it.
@@ -336,6 +456,8 @@ class Room:
             messages=self._messages,
             deliveries=self._deliveries,
             evictions=self._evictions,
+            private_messages=self._private,
+            renames=self._renames,
         )
 
 
@@ -345,6 +467,7 @@ __all__ = [
     "InvalidName",
     "Member",
     "NameTaken",
+    "NoSuchMember",
     "Outbox",
     "Room",
     "RoomObserver",

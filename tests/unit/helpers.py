@@ -26,7 +26,7 @@ import trio.lowlevel
 import trio.testing
 
 from triochat.client.early import EarlyStart
-from triochat.events import ChatMessage
+from triochat.events import ChatMessage, PrivateMessage
 from triochat.room import OUTBOX_LIMIT, Delivery, Member, Room, open_outbox
 from triochat.server.config import ServerConfig
 from triochat.server.session import ChatSession
@@ -69,6 +69,14 @@ class Recorder:
         self.accepted.append((sender.name, message.text))
         self.display_times.append(message.display_time)
         self.first_message_from[sender.name].set()
+        self._notify()
+
+    def private_sent(self, message: PrivateMessage) -> None:
+        self.lines.append(f"private {message.sender} -> {message.recipient}: {message.text}")
+        self._notify()
+
+    def member_renamed(self, member: Member, old: str) -> None:
+        self.lines.append(f"renamed {old} -> {member.name}")
         self._notify()
 
     def _notify(self) -> None:

@@ -6,7 +6,18 @@ import pytest
 import trio
 import trio.testing
 
-from triochat.events import ChatMessage, FileRequest, Goodbye, Leave, Notice, Say, ServerEvent, Who
+from triochat.events import (
+    ChatMessage,
+    Dialect,
+    FileRequest,
+    Goodbye,
+    Leave,
+    Notice,
+    Presence,
+    Say,
+    ServerEvent,
+    Who,
+)
 from triochat.room import Delivery, Member, Room, open_outbox
 from triochat.server.commands import Commands
 from triochat.server.config import ServerConfig
@@ -28,7 +39,7 @@ def events(receive: trio.MemoryReceiveChannel[Delivery]) -> list[ServerEvent]:
             return seen
 
 
-def test_each_event_becomes_its_room_call() -> None:
+async def test_each_event_becomes_its_room_call() -> None:
     room = Room()
     ann, ann_box = join(room, "ann")
     _bob, bob_box = join(room, "bob")
@@ -44,10 +55,14 @@ def test_each_event_becomes_its_room_call() -> None:
     told = events(ann_box)
     assert [(n.text, n.is_error) for n in told if isinstance(n, Notice)] == [
         ("Nickname 'bob' is not yours: you joined as 'ann'", True),
-        ("Members: ann, bob", False),
         ("File transfer is not available here", True),
     ]
     assert finished == [Goodbye("ann")]
+    [presence] = [e for e in told if isinstance(e, Presence)]
+    assert [(m.name, m.dialect) for m in presence.members] == [
+        ("ann", Dialect.LINE),
+        ("bob", Dialect.LINE),
+    ]
 
 
 async def test_a_fast_sender_waits_for_its_rate_and_is_told_once(

@@ -1,7 +1,8 @@
 """Every layer of DESIGN.md imports only the layers below it, and the pure ones stay pure.
 
 - wire (``wire/*``): may import wire and the pure core; no trio, sockets, async or clocks.
-- pure core (``events``, ``text``, ``timestamps``): each other only; no I/O, async or clocks.
+- pure core (``events``, ``history``, ``text``, ``timestamps``): each other only; no I/O,
+  async or clocks.
 - room (``room``): wire and the pure core; trio for its channels, but no sockets or clocks.
 - clock (``clock``): the pure core; the one module that reads the current time.
 - file I/O (``transfer_io``, shared by the relay and the file agent): wire, the pure core.
@@ -27,7 +28,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "triochat"
 
 WIRE = "wire"
-PURE_CORE = frozenset({"events", "text", "timestamps"})
+PURE_CORE = frozenset({"events", "history", "text", "timestamps"})
 IO_MODULES = frozenset({"trio", "socket", "asyncio", "select", "selectors"})
 CLOCKS = frozenset({"time"})
 CLOCK_CALLS = frozenset({"now", "today", "utcnow", "monotonic", "perf_counter"})

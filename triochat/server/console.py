@@ -10,7 +10,7 @@ import sys
 from typing import TextIO
 
 from triochat.clock import now_display
-from triochat.events import ChatMessage
+from triochat.events import ChatMessage, PrivateMessage
 from triochat.room import Member
 
 
@@ -59,6 +59,17 @@ class ChatConsole(Console):
         )
         self.line(f"Broadcasted: {', '.join(recipients)}".rstrip())
 
+    def private_sent(self, message: PrivateMessage) -> None:
+        """``Private: <from> -> <to>, Msg-Size:<n>``: who and how much, never the text."""
+        if self._log_messages:
+            self.line(
+                f"Private: {message.sender} -> {message.recipient}, Msg-Size:{len(message.text)}"
+            )
+
+    def member_renamed(self, member: Member, old: str) -> None:
+        """``<date/time> :: <old>: renamed to <new>.``"""
+        self.line(f"{now_display()} :: {old}: renamed to {member.name}.")
+
     def transfer_finished(self, filename: str, owner: str, requester: str, size: int) -> None:
         """A file reached its requester, every chunk and the digest verified."""
         self.line(
@@ -88,3 +99,9 @@ class PortTaggedConsole(Console):
     def message_accepted(self, message: ChatMessage, sender: Member, recipients: list[str]) -> None:
         """``<port>:<message>``"""
         self.line(f"{sender.name}:{message.text}")
+
+    def private_sent(self, message: PrivateMessage) -> None:
+        """Nothing: seed 004's members have no private messages."""
+
+    def member_renamed(self, member: Member, old: str) -> None:
+        """Nothing: seed 004's members are named by their port."""

@@ -85,13 +85,15 @@ async def _take_a_name(
             await writer.send_direct(Notice("Send your nickname first", is_error=True))
             continue
         try:
-            return admit(room, new_member(event.name, event.client_id, event.file_port), codec)
+            member = new_member(event.name, event.client_id, event.file_port)
+            return admit(room, member, codec, history=event.history)
         except (InvalidName, NameTaken) as error:
             await writer.send_direct(Notice(str(error), is_error=True))
 
 
-def admit(room: Room, member: Member, codec: ServerCodec) -> Member:
-    """Join ``member`` and queue its welcome; raises InvalidName or NameTaken."""
+def admit(room: Room, member: Member, codec: ServerCodec, *, history: int | None = None) -> Member:
+    """Join ``member`` and queue its welcome, then the last ``history`` messages if it asked;
+    raises InvalidName or NameTaken."""
     room.join(member)
     codec.name_accepted()
     # Queued in the same synchronous step as the join, so it precedes every broadcast.
@@ -99,4 +101,8 @@ def admit(room: Room, member: Member, codec: ServerCodec) -> Member:
     # for every join would make N joins cost N squared.
     roster = room.names(limit=WELCOME_ROSTER) if codec.dialect is Dialect.JSON else []
     member.deliver_nowait(Delivery(Welcome(member.name, tuple(roster))))
+    if history:
+        # In the same step too: no live message can slip in between the replay and the
+        # broadcasts that follow it, so nothing is seen twice or missed.
+        room.replay(member, history)
     return member

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import trio
 
-from triochat.events import ClientEvent, FileRequest, Notice, ServerEvent
+from triochat.events import ClientEvent, Dialect, FileRequest, Notice, ServerEvent
 from triochat.room import Member, Room
 from triochat.server.commands import Commands
 from triochat.server.config import ServerConfig
@@ -139,6 +139,11 @@ class ChatSession:
             on_evict=self._evicted,
             client_id=client_id or "-",
             file_port=file_port,
+            dialect=self._writer.codec.dialect,
+            last_active=trio.current_time(),
+            # Seed-003 clients ignore object types they do not know, so JSON members hear
+            # of renames without asking; line members' clients print every line they get.
+            wants_notices=self._writer.codec.dialect is Dialect.JSON,
         )
 
     # --- chatting ----------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import trio
 
 from triochat.clock import now_display
-from triochat.events import Hello, Leave, Notice, Say
+from triochat.events import Dialect, Hello, Leave, Notice, Say
 from triochat.room import Delivery, Member, NameTaken, Room, open_outbox
 from triochat.server.session import SessionCounter
 from triochat.text import InvalidName
@@ -244,6 +244,7 @@ class DatagramEndpoint:
             return
         if isinstance(command, Say):
             self._stats.messages += 1
+            registration.member.last_active = trio.current_time()
             self._room.broadcast(registration.member, command.text, received_at=now_display())
         elif isinstance(command, Leave):
             self._stats.leaves += 1
@@ -281,6 +282,8 @@ class DatagramEndpoint:
             outbox=registration.outbox_send,
             on_evict=evicted,
             receives_own=True,
+            dialect=Dialect.DATAGRAM,
+            last_active=trio.current_time(),
         )
         try:
             self._room.join(member)

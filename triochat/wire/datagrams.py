@@ -45,14 +45,19 @@ from triochat.events import (
     Dialect,
     Goodbye,
     Hello,
+    HistoryReplay,
     Leave,
     Notice,
+    Presence,
+    PrivateMessage,
+    Renamed,
     Say,
     ServerEvent,
     Welcome,
 )
 from triochat.text import InvalidName, check_name, escape_controls
 from triochat.wire.common import Role
+from triochat.wire.features import feature_lines
 
 MAX_DATAGRAM_BYTES = 8 * 1024
 """Largest datagram the server accepts; longer ones are ignored (and counted)."""
@@ -200,6 +205,14 @@ class DatagramServerCodec:
         if isinstance(event, Welcome | Goodbye):
             # Seed-002 clients know no acknowledgements: joining and leaving stay silent.
             return b""
+        if isinstance(event, PrivateMessage):
+            # The seed's client prints the text after the name: "(private)" shows there.
+            head = f"INCOMING {event.sender_ip} {event.sender_port} {event.sender} (private): "
+            return _fit(head, event.text)
+        if isinstance(event, Renamed | Presence | HistoryReplay):
+            # Datagram members cannot ask for these; one that is told anyway sees a notice.
+            lines = feature_lines(event) or []
+            return _fit("NOTICE ", " | ".join(line.removeprefix("*** ") for line in lines))
         raise TypeError(f"cannot send {event!r}")
 
 

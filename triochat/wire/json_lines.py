@@ -32,6 +32,7 @@ from triochat.events import (
     Welcome,
 )
 from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData, RemoteProtocolError, Role
+from triochat.wire.features import feature_objects
 
 MAX_NESTING = 32
 """Deeper objects are refused: no chat object needs them, and ``json`` recursion is finite."""
@@ -412,6 +413,9 @@ class JsonServerCodec(_JsonStream):
                     "message": event.reason,
                 }
             )
+        objects = feature_objects(event)
+        if objects is not None:
+            return b"".join(_dump(obj) for obj in objects)
         raise TypeError(f"cannot send {event!r}")
 
 

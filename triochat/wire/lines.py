@@ -29,6 +29,7 @@ from triochat.events import (
     Who,
 )
 from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData, RemoteProtocolError, Role
+from triochat.wire.features import feature_lines
 
 
 class LineFramer:
@@ -216,6 +217,9 @@ class LineServerCodec(_LineDialect):
             # Seed-000 clients print every line they get: joining and leaving stay silent,
             # and line members have no file port to announce anything to.
             return b""
+        lines = feature_lines(event)
+        if lines is not None:
+            return "".join(line + "\n" for line in lines).encode()
         raise TypeError(f"cannot send {event!r}")
 
 
@@ -246,6 +250,9 @@ class PortTaggedServerCodec(_LineDialect):
             return f"*** File {event.filename} from {event.owner} failed: {event.reason}\n".encode()
         if isinstance(event, Welcome | FileAnnouncement):
             return b""
+        lines = feature_lines(event, tagged=True)
+        if lines is not None:
+            return "".join(line + "\n" for line in lines).encode()
         raise TypeError(f"cannot send {event!r}")
 
 
