@@ -13,6 +13,8 @@ busy the server and the load generator were (so a generator-bound run says so).
     python -m benchmarks.fanout --profile            # also profile triochat at N=100 (pyinstrument)
     python -m benchmarks.fanout --before /tmp/before # also triochat from an earlier checkout
     python -m benchmarks.fanout --servers triochat,naive --scenarios n100,paced
+    python -m benchmarks.fanout --quick --servers triochat --scenarios n100w \
+        --levers trio-nohistory,trio-historydb --repeats 3   # what history costs, as ratios
 
 A reference that is not installed (ncat, ngircd) is skipped, with what to install on stderr.
 """
@@ -23,7 +25,7 @@ import sys
 import tempfile
 import time
 from array import array
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +184,49 @@ def lever_variants() -> list[ServerSpec]:
             "trio-noencodecache", "triochat, encode per member", "--no-encode-cache"
         ),
         common.variant_spec("trio-quietconsole", "triochat, no console lines", "--quiet-console"),
+        common.variant_spec("trio-nohistory", "triochat, history off", "--no-history"),
+        history_db_spec(),
     ]
+
+
+def history_db_spec() -> ServerSpec:
+    """triochat with its history also in SQLite (``--history-db``, a file in the scratch
+    directory, fresh for every run)."""
+    spec = common.variant_spec("trio-historydb", "triochat, history in SQLite")
+
+    def argv(port: int, scratch: Path) -> list[str]:
+        database = scratch / f"history-{port}.db"
+        return [*spec.argv(port, scratch), "--history-db", str(database)]
+
+    return replace(spec, argv=argv, note=spec.note + "--history-db <scratch>/history-<port>.db")
+
+
+def lever_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each lever's server CPU per delivery as a ratio to triochat's own, scenario by
+    scenario, from the medians of the runs of one benchmark run (same machine, same load)."""
+
+    def median_cpu(key: str, scenario: str) -> float | None:
+        values = sorted(
+            row["server_us_per_delivery"]
+            for row in rows
+            if row.get("server") == key and row.get("scenario") == scenario and "failed" not in row
+        )
+        return values[len(values) // 2] if values else None
+
+    ratios = []
+    for scenario, key in sorted({(r["scenario"], r["server"]) for r in rows if r.get("lever")}):
+        base, lever = median_cpu("triochat", scenario), median_cpu(key, scenario)
+        if base and lever:
+            ratios.append(
+                {
+                    "scenario": scenario,
+                    "lever": key,
+                    "us_per_delivery": round(lever, 3),
+                    "triochat_us_per_delivery": round(base, 3),
+                    "ratio_to_triochat": round(lever / base, 3),
+                }
+            )
+    return ratios
 
 
 # --- one run ----------------------------------------------------------------------------------
@@ -423,6 +467,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke-test sizes")
     parser.add_argument("--scenarios", help="comma-separated scenario keys")
     parser.add_argument("--no-levers", action="store_true", help="skip the triochat lever runs")
+    parser.add_argument(
+        "--levers",
+        help="comma-separated lever keys to run on N=100 pipelined (default: all): "
+        + ",".join(spec.key for spec in lever_variants()),
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="runs per server and scenario (interleaved)"
+    )
     args = parser.parse_args(argv)
     common.raise_nofile()
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
@@ -431,6 +483,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenarios:
         keys = args.scenarios.split(",")
         chosen = [s for s in chosen if s.key in keys]
+    if args.repeats:
+        chosen = [replace(s, repeats=max(1, args.repeats)) for s in chosen]
+    levers = [] if args.no_levers else lever_variants()
+    if args.levers:
+        wanted = args.levers.split(",")
+        levers = [spec for spec in levers if spec.key in wanted]
     results: dict[str, Any] = {
         "benchmark": "fanout",
         "size": size,
@@ -445,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
         scratch = Path(tmp)
         for scenario in chosen:
+            # Levers run interleaved with the servers, repeat by repeat, so that a drift in
+            # the machine's load touches both sides of a ratio alike.
+            scenario_levers = levers if scenario.key == "n100w" else []
             for repeat in range(scenario.repeats):
                 for spec in runnable:
                     if scenario.servers and spec.key not in scenario.servers:
@@ -452,12 +513,17 @@ def main(argv: list[str] | None = None) -> int:
                     if not scenario.servers and spec.key == "ngircd-penalties":
                         continue
                     results["rows"].append(_run_logged(spec, scenario, scratch, repeat))
-            if scenario.key == "n100w" and not args.no_levers:
-                for spec in lever_variants():
-                    for repeat in range(scenario.repeats):
-                        row = _run_logged(spec, scenario, scratch, repeat)
-                        row["lever"] = True
-                        results["rows"].append(row)
+                for spec in scenario_levers:
+                    row = _run_logged(spec, scenario, scratch, repeat)
+                    row["lever"] = True
+                    results["rows"].append(row)
+        results["lever_ratios"] = lever_ratios(results["rows"])
+        for ratio in results["lever_ratios"]:
+            say(
+                f"lever {ratio['lever']} on {ratio['scenario']}: "
+                f"{ratio['us_per_delivery']:.2f} us CPU/delivery vs triochat's "
+                f"{ratio['triochat_us_per_delivery']:.2f}: ratio {ratio['ratio_to_triochat']:.3f}"
+            )
         if args.profile:
             target = next((s for s in chosen if s.key == "n100w"), None)
             target = target or next(s for s in scenarios(size) if s.key == "n100w")

@@ -24,7 +24,14 @@ from typing import Any
 from benchmarks import common
 
 SERVER_ORDER = ["triochat", "naive", "ncat", "ngircd"]
-LEVERS = ["trio-nofastpath", "trio-nocoalesce", "trio-noencodecache", "trio-quietconsole"]
+LEVERS = [
+    "trio-nofastpath",
+    "trio-nocoalesce",
+    "trio-noencodecache",
+    "trio-quietconsole",
+    "trio-nohistory",
+    "trio-historydb",
+]
 MEDIAN_FIELDS = (
     "deliveries_per_s",
     "server_us_per_delivery",
@@ -235,6 +242,8 @@ def lever_table(agg: dict[tuple[str, str], dict[str, Any]]) -> str:
         "trio-nocoalesce": "write coalescing (fast path included) bought",
         "trio-noencodecache": "encode once per dialect bought",
         "trio-quietconsole": "console lines cost",
+        "trio-nohistory": "history (the last 100 messages, on by default) cost",
+        "trio-historydb": "history in SQLite (--history-db) cost on top",
     }
     for key in LEVERS:
         a = agg.get(("n100w", key))
@@ -244,7 +253,7 @@ def lever_table(agg: dict[tuple[str, str], dict[str, Any]]) -> str:
         delta = a["server_us_per_delivery"] - base["server_us_per_delivery"]
         if 0.8 < ratio < 1.2:
             effect = f"{meaning[key]}: nothing measurable (within the ±20% run-to-run noise)"
-        elif key == "trio-quietconsole":
+        elif key in ("trio-quietconsole", "trio-nohistory"):
             effect = f"{meaning[key]}: {-delta:.2f} µs/delivery, {1 - ratio:.0%} of triochat's CPU"
         else:
             effect = f"{meaning[key]}: {delta:.2f} µs/delivery ({ratio:.2f}x the CPU without it)"

@@ -5,7 +5,7 @@ This launcher starts the same ``run_chat_server``; every lever is a real setting
 ``--before`` checkout) says so on stderr and exits 3 (the benchmark then reports it).
 
     python -m benchmarks.triochat_variant <port> [--no-fast-path] [--no-coalesce]
-        [--no-encode-cache] [--quiet-console]
+        [--no-encode-cache] [--quiet-console] [--no-history] [--history-db FILE]
 
 It is a server for ``python -m benchmarks.fanout`` (which starts it), not a benchmark.
 
@@ -17,6 +17,10 @@ It is a server for ``python -m benchmarks.fanout`` (which starts it), not a benc
                    member instead of once per dialect
 --quiet-console    ``ServerConfig(log_messages=False)``: skip the two console lines per
                    message (``Received:``/``Broadcasted:``)
+--no-history       ``ServerConfig(history=0)``: the room keeps no history (it keeps the
+                   last 100 messages by default)
+--history-db FILE  ``ServerConfig(history_db=FILE)``: history also goes to SQLite (not a
+                   lever switched off but one switched on: what durability costs)
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ def main() -> int:
     parser.add_argument("--no-coalesce", action="store_true")
     parser.add_argument("--no-encode-cache", action="store_true")
     parser.add_argument("--quiet-console", action="store_true")
+    parser.add_argument("--no-history", action="store_true")
+    parser.add_argument("--history-db", default=None)
     args = parser.parse_args()
     switched_off: dict[str, object] = {}
     if args.no_fast_path or args.no_coalesce:
@@ -57,6 +63,10 @@ def main() -> int:
         switched_off["encode_once"] = False
     if args.quiet_console:
         switched_off["log_messages"] = False
+    if args.no_history:
+        switched_off["history"] = 0
+    if args.history_db:
+        switched_off["history_db"] = args.history_db
     settings = {field.name for field in dataclasses.fields(ServerConfig)}
     for name in switched_off:
         if name not in settings:

@@ -123,6 +123,17 @@ def configure_logging(verbose: bool) -> None:
 # --- ChatClient.py ----------------------------------------------------------------------------
 
 
+CHAT_COMMANDS = """\
+chat commands (line chat; a triochat server answers them):
+  /msg <name> <text>  a private message to one member
+  /nick <name>        rename yourself
+  /who                who is here, with their dialect and idle time
+  /history [n]        the last n messages (default: all the server keeps)
+  /notices on|off     be told of renames (off by default)
+  /quit               leave
+  //text              sends /text
+"""
+
 CLIENT_USAGE = """\
 usage:
   ChatClient.py <port> [--host HOST]                      line chat (seed 000)
@@ -144,7 +155,7 @@ def client_main(argv: Sequence[str] | None = None) -> int:
     """``python ChatClient.py ...``: the mode follows from the shape of the arguments."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "-h" in args or "--help" in args:
-        sys.stdout.write(CLIENT_USAGE)
+        sys.stdout.write(CLIENT_USAGE + CHAT_COMMANDS)
         return 0
     verbose = _take_flag(args, "-v", "--verbose")
     configure_logging(verbose)

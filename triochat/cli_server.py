@@ -18,7 +18,7 @@ from functools import partial
 
 import trio
 
-from triochat.cli import ArgumentError, configure_logging, parse_port, run_program
+from triochat.cli import CHAT_COMMANDS, ArgumentError, configure_logging, parse_port, run_program
 from triochat.client.early import say
 from triochat.history import History
 from triochat.room import Room
@@ -163,6 +163,9 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ChatServer.py",
         description="triochat server: line, JSON and datagram chat in one room.",
+        epilog=CHAT_COMMANDS
+        + "JSON members use objects instead: private, rename, who, history (docs/PROTOCOL.md).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("port", nargs="?", help="TCP (and UDP) port to listen on, 1-65535")
     # Extra words are an argument error like any other (ERR - arg 2), not argparse's usage.

@@ -269,7 +269,7 @@ def test_slash_commands(line: bytes, event: ClientEvent) -> None:
     assert codec.next_event() is NEED_DATA
 
 
-@pytest.mark.parametrize("line", [b"/nick bob\n", b"/\n", b"/quitnow\n", b"/who?\n"])
+@pytest.mark.parametrize("line", [b"/nickname bob\n", b"/\n", b"/quitnow\n", b"/who?\n"])
 def test_unknown_command_is_a_recoverable_error(line: bytes) -> None:
     codec = named_codec()
     codec.receive_data(line + b"after\n")

@@ -1,7 +1,7 @@
-"""How the §11 events (private messages, renames, presence, history) look in each dialect.
+"""How the §11 features (private messages, renames, presence, history) look on each wire.
 
-Kept apart from the codecs, which call these for the events they do not render themselves:
-one place says what a feature looks like on every wire.
+Kept apart from the codecs, which call these for the events and commands they do not handle
+themselves: one place says what a feature looks like in every dialect, both ways.
 """
 
 from __future__ import annotations
@@ -10,13 +10,20 @@ from typing import Any
 
 from triochat.events import (
     ChatMessage,
+    ClientEvent,
     HistoryReplay,
+    HistoryRequest,
     MemberInfo,
     Presence,
     PrivateMessage,
+    PrivateSay,
+    Rename,
     Renamed,
     ServerEvent,
+    SetNotices,
+    Who,
 )
+from triochat.wire.common import RemoteProtocolError
 
 FeatureEvent = PrivateMessage | Renamed | Presence | HistoryReplay
 
@@ -108,4 +115,94 @@ def feature_objects(event: ServerEvent) -> list[dict[str, Any]] | None:
             }
             for message in event.messages
         ]
+    return None
+
+
+# --- client -> server -------------------------------------------------------------------------
+
+LINE_COMMANDS = "/msg <name> <text>, /nick <name>, /who, /history [n], /notices on|off, /quit"
+"""The slash commands of the line dialect, for the help a bad command gets."""
+
+MAX_HISTORY_REQUEST = 1_000_000
+"""Largest count a client may ask for (the room caps it at what it keeps anyway)."""
+
+
+def _count(word: str) -> int:
+    try:
+        count = int(word)
+    except ValueError:
+        count = -1
+    if not 0 <= count <= MAX_HISTORY_REQUEST:
+        raise RemoteProtocolError("Usage: /history [n], n a whole number (default: all kept)")
+    return count
+
+
+def feature_command(line: str) -> ClientEvent | None:
+    """The event of a §11 slash command (``/msg``, ``/nick``, ``/history``, ``/notices``),
+    ``None`` for any other line.
+
+    Raises:
+        RemoteProtocolError: (recoverable) the command's arguments are missing or bad.
+    """
+    command, _, rest = line.strip().partition(" ")
+    command = command.lower()
+    rest = rest.strip()
+    if command == "/msg":
+        to, _, text = rest.partition(" ")
+        if not to or not text.strip():
+            raise RemoteProtocolError("Usage: /msg <name> <text>")
+        return PrivateSay(to, text.lstrip(" "))
+    if command == "/nick":
+        if not rest or " " in rest:
+            raise RemoteProtocolError("Usage: /nick <new name> (no spaces)")
+        return Rename(rest)
+    if command == "/history":
+        return HistoryRequest(_count(rest) if rest else None)
+    if command == "/notices":
+        if rest.lower() not in ("on", "off"):
+            raise RemoteProtocolError("Usage: /notices on|off")
+        return SetNotices(rest.lower() == "on")
+    return None
+
+
+def _json_text(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise RemoteProtocolError(f"Field '{key}' of a {obj.get('type')!r} object must be a string")
+    return str(value)
+
+
+def json_history_count(obj: dict[str, Any], key: str) -> int | None:
+    """An optional history count field (``"history": n`` when joining, ``"count"``)."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RemoteProtocolError(f"Field '{key}' must be a whole number 0 or more")
+    return min(value, MAX_HISTORY_REQUEST)
+
+
+def feature_object(obj: dict[str, Any]) -> ClientEvent | None:
+    """The event of a §11 JSON object (``private``, ``rename``, ``who``, ``history``,
+    ``notices``), ``None`` for any other type.
+
+    Raises:
+        RemoteProtocolError: (recoverable) a field is missing or of the wrong type.
+    """
+    kind = obj.get("type")
+    if kind == "private":
+        timestamp = obj.get("timestamp")
+        return PrivateSay(
+            _json_text(obj, "to"),
+            _json_text(obj, "message"),
+            str(timestamp) if isinstance(timestamp, str | int | float) else None,
+        )
+    if kind == "rename":
+        return Rename(_json_text(obj, "nickname"))
+    if kind == "who":
+        return Who()
+    if kind == "history":
+        return HistoryRequest(json_history_count(obj, "count"))
+    if kind == "notices":
+        return SetNotices(bool(obj.get("on", True)))
     return None

@@ -32,7 +32,7 @@ from triochat.events import (
     Welcome,
 )
 from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData, RemoteProtocolError, Role
-from triochat.wire.features import feature_objects
+from triochat.wire.features import feature_object, feature_objects, json_history_count
 
 MAX_NESTING = 32
 """Deeper objects are refused: no chat object needs them, and ``json`` recursion is finite."""
@@ -250,6 +250,7 @@ def object_to_event(obj: dict[str, Any]) -> ClientEvent:
             _text_field(obj, "clientID", required=False),
             _timestamp_field(obj),
             _port_field(obj, "file_port"),
+            json_history_count(obj, "history"),
         )
     if kind == "disconnect":
         # Leaving never fails over what the object says about who leaves.
@@ -259,6 +260,9 @@ def object_to_event(obj: dict[str, Any]) -> ClientEvent:
         filename = _text_field(obj, "filename")
         assert owner is not None and filename is not None
         return FileRequest(owner, filename)
+    event = feature_object(obj)
+    if event is not None:
+        return event
     shown = repr(kind) if len(repr(kind)) <= 40 else repr(kind)[:37] + "..."
     raise RemoteProtocolError(f"Unknown message type {shown}")
 

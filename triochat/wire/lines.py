@@ -29,7 +29,7 @@ from triochat.events import (
     Who,
 )
 from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData, RemoteProtocolError, Role
-from triochat.wire.features import feature_lines
+from triochat.wire.features import LINE_COMMANDS, feature_command, feature_lines
 
 
 class LineFramer:
@@ -173,7 +173,8 @@ class _LineDialect:
 class LineServerCodec(_LineDialect):
     """The named line dialect: first line is the name, then one message per line.
 
-    Also netcat/telnet. Slash commands: ``/quit``, ``/who``; ``//text`` sends ``/text``.
+    Also netcat/telnet. Slash commands: ``/quit``, ``/who``, and the §11 ones of
+    :func:`~triochat.wire.features.feature_command`; ``//text`` sends ``/text``.
     """
 
     dialect = Dialect.LINE
@@ -199,8 +200,11 @@ class LineServerCodec(_LineDialect):
                 return Leave()
             if command == "/who":
                 return Who()
+            event = feature_command(line)
+            if event is not None:
+                return event
             raise RemoteProtocolError(
-                f"Unknown command {line.split()[0]} (commands: /who, /quit; "
+                f"Unknown command {line.split()[0]} (commands: {LINE_COMMANDS}; "
                 "start a line with // to send a '/')"
             )
         return Say(line)
