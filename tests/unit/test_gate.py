@@ -8,8 +8,9 @@ import pytest
 import trio
 import trio.testing
 
+from triochat.server.addresses import is_loopback
 from triochat.server.config import ServerConfig
-from triochat.server.gate import ConnectionGate, GateStatistics, is_loopback
+from triochat.server.gate import ConnectionGate, GateStatistics
 
 
 class FakeSocket:

@@ -12,6 +12,7 @@ import trio.testing
 
 from triochat.events import ChatMessage, Notice
 from triochat.room import OUTBOX_LIMIT, Delivery, Member, Room
+from triochat.server.addresses import PerAddressLimit
 from triochat.server.session import SessionCounter
 from triochat.server.udp import REPLY_QUEUE_LIMIT, DatagramEndpoint
 from triochat.wire.datagrams import MAX_DATAGRAM_BYTES, REGISTRATION_TTL
@@ -292,6 +293,23 @@ async def test_registrations_are_bounded() -> None:
         assert await peers[2].received() == ["ERROR Too many datagram members, try later"]
         assert room.names() == ["udp-4001", "udp-4002"]
         assert endpoint.statistics().refused == 1
+
+
+async def test_one_address_holds_at_most_its_share_of_datagram_members() -> None:
+    room = Room()
+    limit = PerAddressLimit(2, exempt_loopback=False)
+    async with serving(room, per_address=limit) as (endpoint, network):
+        peers = [DatagramPeer(network, port) for port in (4001, 4002, 4003)]
+        other = DatagramPeer(network, 4001, ip="10.0.0.3")
+        for peer in [*peers, other]:
+            await peer.send(b"GREETING")
+        assert await peers[2].received() == ["ERROR Too many members from your address (limit 2)"]
+        assert room.names() == ["udp-4001", "udp-4002", "udp-4001-2"]
+        assert endpoint.statistics().refused_per_ip == 1
+        await peers[0].send(b"LEAVE")  # its place is free again
+        await peers[2].send(b"GREETING")
+        await trio.testing.wait_all_tasks_blocked()
+        assert room.names() == ["udp-4002", "udp-4001-2", "udp-4003"]
 
 
 async def test_replies_to_strangers_are_bounded() -> None:

@@ -4,13 +4,13 @@ politely, in the peer's dialect."""
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
 from triochat.events import Notice
+from triochat.server.addresses import PerAddressLimit
 from triochat.server.config import ServerConfig
 from triochat.wire.json_lines import JsonServerCodec
 from triochat.wire.lines import LineServerCodec
@@ -35,17 +35,6 @@ async def refuse_connection(
         codec = JsonServerCodec() if first.startswith(b"{") else LineServerCodec()
         await stream.send_all(codec.send(Notice(reason, is_error=True)))
     await trio.aclose_forcefully(stream)
-
-
-def is_loopback(ip: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback (``::ffff:127.0.0.1``)."""
-    try:
-        address = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 def peer_ip(stream: trio.SocketStream) -> str | None:
@@ -86,14 +75,9 @@ class ConnectionGate:
         self._config = config
         self.open = 0
         self.refused = 0
-        self.refused_per_ip = 0
-        # Only addresses with a connection open are kept, so the map is bounded by ``open``.
-        self._per_ip: dict[str, int] = {}
-
-    def _limited(self, ip: str | None) -> bool:
-        if ip is None or self._config.max_per_ip <= 0:
-            return False
-        return not (self._config.per_ip_exempt_loopback and is_loopback(ip))
+        self._per_ip = PerAddressLimit(
+            config.max_per_ip, exempt_loopback=config.per_ip_exempt_loopback
+        )
 
     async def serve(self, stream: trio.SocketStream, handler: GatedHandler) -> None:
         """Run ``handler`` for ``stream``, or refuse it politely when the server is full or
@@ -102,16 +86,13 @@ class ConnectionGate:
             self.refused += 1
             await refuse_connection(stream, self._config)
             return
-        ip = peer_ip(stream)
-        counted = ip if self._limited(ip) else None
-        if counted is not None:
-            if self._per_ip.get(counted, 0) >= self._config.max_per_ip:
-                self.refused_per_ip += 1
-                limit = self._config.max_per_ip
-                reason = f"Too many connections from your address (limit {limit}); try again later"
-                await refuse_connection(stream, self._config, reason)
-                return
-            self._per_ip[counted] = self._per_ip.get(counted, 0) + 1
+        try:
+            counted = self._per_ip.acquire(peer_ip(stream))
+        except LookupError:
+            limit = self._config.max_per_ip
+            reason = f"Too many connections from your address (limit {limit}); try again later"
+            await refuse_connection(stream, self._config, reason)
+            return
         self.open += 1
         released = False
 
@@ -120,12 +101,7 @@ class ConnectionGate:
             if not released:
                 released = True
                 self.open -= 1
-                if counted is not None:
-                    left = self._per_ip[counted] - 1
-                    if left:
-                        self._per_ip[counted] = left
-                    else:
-                        del self._per_ip[counted]
+                self._per_ip.release(counted)
 
         try:
             await handler(stream, release)
@@ -134,4 +110,4 @@ class ConnectionGate:
 
     def statistics(self) -> GateStatistics:
         """Current counters."""
-        return GateStatistics(self.open, self.refused, self.refused_per_ip, len(self._per_ip))
+        return GateStatistics(self.open, self.refused, self._per_ip.refused, len(self._per_ip))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import trio
 
 from triochat.room import Room
+from triochat.server.addresses import PerAddressLimit
 from triochat.server.config import ServerConfig
 from triochat.server.gate import ConnectionGate
 from triochat.server.relay import FileRelay, RelayObserver, SilentRelayObserver
@@ -158,7 +159,13 @@ async def serve_chat(
 
     services: list[Service] = [flusher.serve, relay.serve]
     if datagram_sockets:
-        services.append(DatagramEndpoint(room, list(datagram_sockets), counter=counter).serve)
+        per_address = PerAddressLimit(
+            config.max_per_ip, exempt_loopback=config.per_ip_exempt_loopback
+        )
+        endpoint = DatagramEndpoint(
+            room, list(datagram_sockets), counter=counter, per_address=per_address
+        )
+        services.append(endpoint.serve)
     await _serve(listeners, room, config, start_session, services, counter, task_status)
 
 

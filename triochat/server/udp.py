@@ -33,6 +33,7 @@ import trio
 from triochat.clock import now_display
 from triochat.events import Dialect, Hello, Leave, Notice, Say
 from triochat.room import Delivery, Member, NameTaken, Room, open_outbox
+from triochat.server.addresses import PerAddressLimit
 from triochat.server.session import SessionCounter
 from triochat.text import InvalidName
 from triochat.wire.datagrams import (
@@ -90,7 +91,8 @@ class DatagramStatistics:
         leaves: registrations ended by ``LEAVE``.
         expired: registrations that were silent for the TTL.
         evicted: members the room evicted (could not keep up, or shutdown).
-        refused: greetings refused (name taken, endpoint full, room closing).
+        refused: greetings refused (name taken, endpoint full, room closing, per address).
+        refused_per_ip: greetings refused because their address had too many members.
         unregistered: commands other than greetings from addresses that are not members.
         too_long, not_utf8, empty, unknown: ignored datagrams, by reason.
         socket_errors: ``OSError`` from ``recvfrom``/``sendto`` (ICMP errors and the like).
@@ -107,6 +109,7 @@ class DatagramStatistics:
     expired: int = 0
     evicted: int = 0
     refused: int = 0
+    refused_per_ip: int = 0
     unregistered: int = 0
     too_long: int = 0
     not_utf8: int = 0
@@ -144,6 +147,7 @@ class _Registration:
         self.farewell: str | None = None
         self.removed = False
         self.member: Member | None = None
+        self.counted_ip: str | None = None  # its place in the per-address count, if any
 
 
 class DatagramEndpoint:
@@ -166,6 +170,7 @@ class DatagramEndpoint:
         counter: SessionCounter | None = None,
         ttl: float = REGISTRATION_TTL,
         max_registrations: int = MAX_REGISTRATIONS,
+        per_address: PerAddressLimit | None = None,
     ) -> None:
         if not sockets:
             raise ValueError("a datagram endpoint needs at least one socket")
@@ -174,6 +179,9 @@ class DatagramEndpoint:
         self._counter = counter or SessionCounter()
         self._ttl = ttl
         self._max_registrations = max_registrations
+        # Datagram members count against the same per-address limit as TCP connections
+        # (counted apart): one address must not take every datagram place either.
+        self._per_address = per_address if per_address is not None else PerAddressLimit(0)
         self._codec = DatagramServerCodec()
         # Insertion order is refresh order: the first registration is always the next to expire.
         self._registrations: dict[Address, _Registration] = {}
@@ -265,8 +273,16 @@ class DatagramEndpoint:
             self._refuse(sock, address, "Too many datagram members, try later")
             return
         ip, port = str(address[0]), int(address[1])
+        try:
+            counted = self._per_address.acquire(ip)
+        except LookupError:
+            self._stats.refused_per_ip += 1
+            limit = self._per_address.limit
+            self._refuse(sock, address, f"Too many members from your address (limit {limit})")
+            return
         name = requested or self._default_name(port)
         if name is None:
+            self._per_address.release(counted)
             self._refuse(sock, address, "No free default name, greet with one")
             return
         registration = _Registration(sock, address, trio.current_time(), self._room.outbox_limit)
@@ -290,9 +306,11 @@ class DatagramEndpoint:
         except (NameTaken, InvalidName) as error:
             registration.outbox_send.close()
             registration.outbox_receive.close()
+            self._per_address.release(counted)
             self._refuse(sock, address, str(error))
             return
         registration.member = member
+        registration.counted_ip = counted
         self._registrations[address] = registration
         self._stats.greetings += 1
         self._counter.opened()
@@ -329,6 +347,8 @@ class DatagramEndpoint:
             del self._registrations[registration.address]
         if registration.member is not None:
             self._room.leave(registration.member)
+        self._per_address.release(registration.counted_ip)
+        registration.counted_ip = None
         registration.outbox_send.close()
         if registration.send_scope.deadline == math.inf:
             registration.send_scope.deadline = trio.current_time() + SEND_GRACE
