@@ -34,6 +34,9 @@ class FakeSocketStream:
     async def send_all(self, data: bytes) -> None:
         await self.server.send_all(data)
 
+    async def send_eof(self) -> None:
+        await self.server.send_eof()
+
     async def aclose(self) -> None:
         await self.server.aclose()
 
@@ -59,6 +62,7 @@ async def refusal(gate: ConnectionGate, ip: str, first: bytes) -> bytes:
         raise AssertionError("should have been refused")
 
     await fake.client.send_all(first)
+    await fake.client.send_eof()  # the gate drains what it did not read until the peer closes
     await gate.serve(cast(trio.SocketStream, fake), handler)
     return bytes(await fake.client.receive_some(65536))
 

@@ -18,6 +18,9 @@ from triochat.wire.lines import LineServerCodec
 SERVER_FULL_WAIT = 1.0
 """Seconds a refused connection gets to show its dialect, so the refusal is in its language."""
 
+REFUSAL_DRAIN_BYTES = 64 * 1024
+"""Most bytes read from a refused connection while it is being closed."""
+
 GatedHandler = Callable[[trio.SocketStream, Callable[[], None]], Awaitable[None]]
 """A handler that calls its second argument once its connection no longer counts."""
 
@@ -34,6 +37,15 @@ async def refuse_connection(
             first = bytes(await stream.receive_some(1))
         codec = JsonServerCodec() if first.startswith(b"{") else LineServerCodec()
         await stream.send_all(codec.send(Notice(reason, is_error=True)))
+        # Closing with unread bytes would send a reset, which can destroy the notice before
+        # the peer reads it: say we are done, then drain (bounded) until the peer closes.
+        await stream.send_eof()
+        drained = 0
+        while drained < REFUSAL_DRAIN_BYTES:
+            data = await stream.receive_some(4096)
+            if not data:
+                break
+            drained += len(data)
     await trio.aclose_forcefully(stream)
 
 
