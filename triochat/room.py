@@ -398,17 +398,21 @@ class Room:
         check_name(new_name)
         if new_key != old_key and new_key in self._members:
             raise NameTaken("Nickname already in use")
-        del self._members[old_key]
         member.name = new_name
-        self._members[new_key] = member
+        if new_key != old_key:
+            # Rebuilt rather than moved to the end, so the member keeps its place in join
+            # order (/who, Broadcasted:). Renames are rare and rate-limited: O(members) is fine.
+            self._members = {
+                (new_key if key == old_key else key): value for key, value in self._members.items()
+            }
         self._renames += 1
+        self._observer.member_renamed(member, old)
         notice = Delivery(Renamed(old, new_name))
         # The member itself is always told: it is the confirmation (a JSON client learns
         # the nickname its messages must now carry).
         for other in list(self._members.values()):
             if other is member or other.wants_notices:
                 other.deliver_nowait(notice)
-        self._observer.member_renamed(member, old)
         return old
 
     def presence(self, now: float) -> Presence:

@@ -94,7 +94,7 @@ def test_a_rename_frees_the_old_name_at_once_and_tells_those_who_asked() -> None
     _cat, cat_box = join(room, "cat")
     assert room.rename(ann, "Anna") == "ann"
     assert ann.name == "Anna" and room.find("anna") is ann and room.find("ann") is None
-    assert room.names() == ["bob", "cat", "Anna"]
+    assert room.names() == ["Anna", "bob", "cat"]  # its place in join order is kept
     assert events(bob_box) == [Renamed("ann", "Anna")]
     assert events(cat_box) == []
     assert events(ann_box) == [Renamed("ann", "Anna")]  # the confirmation

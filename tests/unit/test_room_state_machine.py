@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from triochat.events import ChatMessage, Notice, Welcome
+from triochat.events import ChatMessage, Notice, Renamed, Welcome
 from triochat.room import OUTBOX_LIMIT, Delivery, InvalidName, Member, NameTaken, Room, open_outbox
 from triochat.text import check_name
 
@@ -56,6 +56,8 @@ def item_of(delivery: Delivery) -> Item:
         return ("msg", event.sender, event.text)
     if isinstance(event, Notice):
         return ("notice", event.text)
+    if isinstance(event, Renamed):
+        return ("renamed", event.old, event.new)
     raise AssertionError(f"unexpected delivery {event!r}")
 
 
@@ -297,6 +299,34 @@ class RoomMachine(RuleBasedStateMachine):
         else:
             # Not the same name after all (e.g. "ı".upper() is "I"): the model decides.
             self._attempt_join(candidate, receives_own=False)
+
+    @precondition(lambda self: bool(self.live) and not self.closing)
+    @rule(data=st.data(), name=valid_names)
+    def rename(self, data: st.DataObject, name: str) -> None:
+        tracked = data.draw(st.sampled_from(self.live), label="renamed member")
+        old = tracked.name
+        taken = any(
+            other is not tracked and other.name.casefold() == name.casefold() for other in self.live
+        )
+        before = self.room.names()
+        if taken:
+            event("rename refused: name taken")
+            with pytest.raises(NameTaken):
+                self.room.rename(tracked.member, name)
+            assert self.room.names() == before and tracked.member.name == old
+            return
+        event("renamed")
+        assert self.room.rename(tracked.member, name) == old
+        tracked.name = name
+        # Only the member itself is told (nobody in the model asked for notices); a full
+        # outbox evicts it right there.
+        if self._model_deliver(tracked, ("renamed", old, name)):
+            # Atomic and in place: the same members in the same order, one name changed.
+            assert self.room.names() == [name if n == old else n for n in before]
+        else:
+            assert self.room.names() == [n for n in before if n != old]
+        if old.casefold() != name.casefold():
+            assert self.room.find(old) is None
 
     # --- leaving ---------------------------------------------------------------------------
 
