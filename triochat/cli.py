@@ -124,7 +124,7 @@ def configure_logging(verbose: bool) -> None:
 
 
 CHAT_COMMANDS = """\
-chat commands (line chat; a triochat server answers them):
+chat commands (line and JSON chat; a triochat server answers them):
   /msg <name> <text>  a private message to one member
   /nick <name>        rename yourself
   /who                who is here, with their dialect and idle time

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from .harness import Harness, Program, RawPeer, rx
+from .harness import Harness, Program, RawPeer, json_banner, rx, summary
 
 
 def obj(**fields: Any) -> bytes:
@@ -165,3 +165,43 @@ async def test_history_survives_a_restart_with_history_db(harness: Harness, tmp_
         ("history", "lina", "message 4"),
     ]
     assert "Traceback" not in server.stderr
+
+
+async def test_our_json_client_speaks_every_feature(harness: Harness) -> None:
+    server, port = await harness.start_chat_server()
+    lina = await join_line(harness, server, port, "lina")
+    jay = await harness.start("ChatClient.py", "127.0.0.1", str(port), "Jay", "7", label="Jay")
+    await jay.expect_next(json_banner(port, "Jay", "7"))
+    await server.expect_line(rx("{dt} :: Jay: connected."))
+
+    await jay.send_line("/msg lina hi from JSON")
+    await lina.expect_next("Jay (private): hi from JSON")
+    await server.expect_next("Private: Jay -> lina, Msg-Size:12")
+    await lina.send_line("/msg jay hi back")
+    await jay.expect_next(rx("{dt} :: lina (private): hi back"))
+
+    await lina.send_line("/nick lena")
+    await lina.expect_next("*** lina is now lena")
+    await jay.expect_next("*** lina is now lena")
+    await jay.send_line("/nick Jason")
+    await jay.expect_next("*** Jay is now Jason")
+    await jay.send_line("now as Jason")  # the client sends its new nickname along
+    await server.expect_line(rx("Received: {any}Client-Nickname:Jason, ClientID:7, {any}"))
+    await lina.expect_next("Jason: now as Jason")
+
+    await jay.send_line("/who")
+    await jay.expect_next("*** Members: lena, Jason")
+    await jay.expect_next(rx("***   lena (line, idle {any}s)"))
+    await jay.expect_next("***   Jason (json, idle 0s)")
+    await jay.send_line("/history 1")
+    await jay.expect_next(rx("[history] {dt} :: Jason: now as Jason"))
+    await jay.send_line("/msg")
+    await jay.send_line("//msg is text")
+    await lina.expect_next("Jason: /msg is text")
+    assert "Usage: /msg <name> <text>" in jay.stderr
+
+    await jay.send_line("disconnect")
+    # Private messages count as messages: 3 sent (one private), 1 received (private);
+    # commands and history do not.
+    await jay.expect_next(summary(3, 1, 12 + 12 + 12, 7))
+    assert await jay.wait_exit() == 0

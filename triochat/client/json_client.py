@@ -19,11 +19,24 @@ from enum import Enum
 
 import trio
 
+from triochat.client.chat_commands import shown_lines, typed_event
 from triochat.client.connection import LEAVE_GRACE, RECEIVE_SIZE, PacedSender, adopt
 from triochat.client.early import EarlyStart
 from triochat.client.terminal import StdinLines, say, stdin_is_terminal, warn
 from triochat.clock import now_display
-from triochat.events import ChatMessage, Goodbye, Hello, Leave, Notice, Say, ServerEvent, Welcome
+from triochat.events import (
+    ChatMessage,
+    Goodbye,
+    Hello,
+    Leave,
+    Notice,
+    PrivateMessage,
+    PrivateSay,
+    Renamed,
+    Say,
+    ServerEvent,
+    Welcome,
+)
 from triochat.startup import EXIT_INTERRUPTED, ctrl_c_pending
 from triochat.timestamps import display_time_of
 from triochat.wire.common import MAX_SERVER_LINE_BYTES, NEED_DATA, RemoteProtocolError
@@ -260,14 +273,26 @@ async def run_json_client(start: EarlyStart, nickname: str, client_id: str, star
 
                 async def show_incoming() -> None:
                     nonlocal exit_code
+                    nonlocal joined_as
                     while (event := await server.next()) is not None:
                         if isinstance(event, ChatMessage):
                             shown_time = display_time_of(event.timestamp, now_display())
                             say(f"{shown_time} :: {event.sender}: {event.text}")
                             stats.messages_received += 1
                             stats.chars_received += len(event.text)
-                        else:
+                            continue
+                        lines = shown_lines(event, now_display())
+                        if lines is None:
                             show_reply(event, acknowledged)
+                            continue
+                        for shown in lines:
+                            say(shown)
+                        if isinstance(event, PrivateMessage):
+                            stats.messages_received += 1
+                            stats.chars_received += len(event.text)
+                        elif isinstance(event, Renamed) and event.old == joined_as:
+                            # Our own rename: messages must carry the new nickname now.
+                            joined_as = event.new
                     if not leaving:
                         exit_code = server_went_away()
                     nursery.cancel_scope.cancel()
@@ -295,14 +320,18 @@ async def run_json_client(start: EarlyStart, nickname: str, client_id: str, star
                                 break
                             if not line:
                                 continue
+                            try:
+                                typed = typed_event(line, joined_as, now_display())
+                            except RemoteProtocolError as error:
+                                warn(str(error))  # a command's usage; nothing was sent
+                                continue
                             async with sending:
                                 if leaving:
                                     return
-                                await sender.send(
-                                    server.codec.send(Say(line, joined_as, now_display()))
-                                )
-                            stats.messages_sent += 1
-                            stats.chars_sent += len(line)
+                                await sender.send(server.codec.send(typed))
+                            if isinstance(typed, Say | PrivateSay):
+                                stats.messages_sent += 1
+                                stats.chars_sent += len(typed.text)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         return
                     await leave()

@@ -11,6 +11,7 @@ from typing import Any
 from triochat.events import (
     ChatMessage,
     ClientEvent,
+    Dialect,
     HistoryReplay,
     HistoryRequest,
     MemberInfo,
@@ -205,4 +206,73 @@ def feature_object(obj: dict[str, Any]) -> ClientEvent | None:
         return HistoryRequest(json_history_count(obj, "count"))
     if kind == "notices":
         return SetNotices(bool(obj.get("on", True)))
+    return None
+
+
+# --- the client role --------------------------------------------------------------------------
+
+
+def client_feature_object(event: ClientEvent) -> dict[str, Any] | None:
+    """The JSON object a client sends for a §11 event (``None`` for any other event)."""
+    if isinstance(event, PrivateSay):
+        obj: dict[str, Any] = {"type": "private", "to": event.to, "message": event.text}
+        if event.timestamp is not None:
+            obj["timestamp"] = event.timestamp
+        return obj
+    if isinstance(event, Rename):
+        return {"type": "rename", "nickname": event.name}
+    if isinstance(event, Who):
+        return {"type": "who"}
+    if isinstance(event, HistoryRequest):
+        return (
+            {"type": "history"}
+            if event.count is None
+            else {"type": "history", "count": event.count}
+        )
+    if isinstance(event, SetNotices):
+        return {"type": "notices", "on": event.on}
+    return None
+
+
+def _loose(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    return "" if value is None else str(value)
+
+
+def _idle(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _dialect(value: object) -> Dialect:
+    try:
+        return Dialect(value)
+    except ValueError:
+        return Dialect.LINE
+
+
+def feature_server_event(obj: dict[str, Any]) -> ServerEvent | None:
+    """The event of a §11 object from the server, read liberally (a missing field is empty);
+    ``None`` for any other type. Each ``history`` object is a replay of one message."""
+    kind = obj.get("type")
+    if kind == "private":
+        timestamp = _loose(obj, "timestamp")
+        return PrivateMessage(
+            _loose(obj, "nickname"), _loose(obj, "to"), _loose(obj, "message"), timestamp, "", "", 0
+        )
+    if kind == "rename":
+        return Renamed(_loose(obj, "old"), _loose(obj, "nickname"))
+    if kind == "members":
+        listed = obj.get("members")
+        entries = listed if isinstance(listed, list) else []
+        return Presence(
+            tuple(
+                MemberInfo(_loose(e, "nickname"), _dialect(e.get("dialect")), _idle(e.get("idle")))
+                for e in entries
+                if isinstance(e, dict)
+            )
+        )
+    if kind == "history":
+        timestamp = _loose(obj, "timestamp")
+        message = ChatMessage(_loose(obj, "nickname"), _loose(obj, "message"), timestamp, "", "", 0)
+        return HistoryReplay((message,))
     return None

@@ -32,7 +32,13 @@ from triochat.events import (
     Welcome,
 )
 from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData, RemoteProtocolError, Role
-from triochat.wire.features import feature_object, feature_objects, json_history_count
+from triochat.wire.features import (
+    client_feature_object,
+    feature_object,
+    feature_objects,
+    feature_server_event,
+    json_history_count,
+)
 
 MAX_NESTING = 32
 """Deeper objects are refused: no chat object needs them, and ``json`` recursion is finite."""
@@ -270,6 +276,9 @@ def object_to_event(obj: dict[str, Any]) -> ClientEvent:
 def object_to_server_event(obj: dict[str, Any]) -> ServerEvent | None:
     """Turn one server object into an event; ``None`` for a type a client does not know.
 
+    The §11 types (``private``, ``rename``, ``members``, ``history``) are read by
+    :func:`~triochat.wire.features.feature_server_event`.
+
     Liberal: seed 003's server and other servers of the assignment are read too, so a missing
     field is empty rather than an error, and unknown types are ignored (as the seed's clients
     do).
@@ -308,7 +317,7 @@ def object_to_server_event(obj: dict[str, Any]) -> ServerEvent | None:
             _loose_text(obj, "owner"),
             _loose_text(obj, "message"),
         )
-    return None
+    return feature_server_event(obj)
 
 
 def _dump(obj: dict[str, Any]) -> bytes:
@@ -468,6 +477,7 @@ class JsonClientCodec(_JsonStream):
                     clientID=event.client_id,
                     timestamp=event.timestamp,
                     file_port=event.file_port,
+                    history=event.history,
                 )
             )
         if isinstance(event, Leave):
@@ -478,4 +488,7 @@ class JsonClientCodec(_JsonStream):
             )
         if isinstance(event, FileRequest):
             return _dump({"type": "file_request", "owner": event.owner, "filename": event.filename})
+        feature = client_feature_object(event)
+        if feature is not None:
+            return _dump(feature)
         raise TypeError(f"cannot send {event!r} in the JSON dialect")
