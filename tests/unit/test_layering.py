@@ -3,7 +3,8 @@
 - wire (``wire/*``): may import wire and the pure core; no trio, sockets, async or clocks.
 - pure core (``events``, ``history``, ``text``, ``timestamps``): each other only; no I/O,
   async or clocks.
-- room (``room``): wire and the pure core; trio for its channels, but no sockets or clocks.
+- room (``room``, ``member``): wire and the pure core; trio for its channels, but no sockets or
+  clocks.
 - clock (``clock``): the pure core; the one module that reads the current time.
 - file I/O (``transfer_io``, shared by the relay and the file agent): wire, the pure core.
 - server (``server/*``): wire, core, room, clock, file I/O, server; no clients, no command
@@ -51,10 +52,10 @@ CORE = frozenset({WIRE, *PURE_CORE})
 LAYERS = {
     "wire": Layer("wire", CORE, no_io=True, no_clock=True, no_async=True),
     "pure core": Layer("pure core", PURE_CORE, no_io=True, no_clock=True, no_async=True),
-    "room": Layer("room", CORE, no_clock=True),
+    "room": Layer("room", CORE | {"room", "member"}, no_clock=True),
     "clock": Layer("clock", PURE_CORE, no_io=True, no_async=True),
     "file I/O": Layer("file I/O", CORE, no_clock=True),
-    "server": Layer("server", CORE | {"room", "clock", "transfer_io", "server"}),
+    "server": Layer("server", CORE | {"room", "member", "clock", "transfer_io", "server"}),
     "client": Layer("client", CORE | {"clock", "transfer_io", "client", "startup"}),
     "early start": Layer("early start", frozenset(), no_async=True),
     "command lines": Layer("command lines", frozenset({"*"})),
@@ -73,6 +74,7 @@ def layer_of(path: Path) -> Layer:
         return LAYERS[top]
     named = {
         "room": "room",
+        "member": "room",
         "clock": "clock",
         "transfer_io": "file I/O",
         "cli": "command lines",
