@@ -47,20 +47,12 @@ CREATE TABLE IF NOT EXISTS messages (
     sender TEXT NOT NULL,
     text TEXT NOT NULL,
     timestamp TEXT NOT NULL,
-    display_time TEXT NOT NULL,
-    sender_ip TEXT NOT NULL,
-    sender_port INTEGER NOT NULL
+    display_time TEXT NOT NULL
 )
 """
-_INSERT = (
-    "INSERT INTO messages (sender, text, timestamp, display_time, sender_ip, sender_port) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
+_INSERT = "INSERT INTO messages (sender, text, timestamp, display_time) VALUES (?, ?, ?, ?)"
 _PRUNE = "DELETE FROM messages WHERE id <= (SELECT MAX(id) FROM messages) - ?"
-_LOAD = (
-    "SELECT sender, text, timestamp, display_time, sender_ip, sender_port FROM messages "
-    "ORDER BY id DESC LIMIT ?"
-)
+_LOAD = "SELECT sender, text, timestamp, display_time FROM messages ORDER BY id DESC LIMIT ?"
 
 
 @dataclass
@@ -99,7 +91,11 @@ def _connect(path: str) -> sqlite3.Connection:
 
 def _load(connection: sqlite3.Connection, limit: int) -> list[ChatMessage]:
     rows = connection.execute(_LOAD, (limit,)).fetchall()
-    return [ChatMessage(*row) for row in reversed(rows)]
+    # No addresses on disk: a replay goes only to TCP members, whose dialects show none.
+    return [
+        ChatMessage(sender, text, timestamp, display_time, sender_ip="", sender_port=0)
+        for sender, text, timestamp, display_time in reversed(rows)
+    ]
 
 
 class SqliteHistory:
@@ -193,10 +189,7 @@ class SqliteHistory:
         connection = self._connection
         if connection is None:
             raise sqlite3.ProgrammingError("the history database is closed")
-        rows = [
-            (m.sender, m.text, m.timestamp, m.display_time, m.sender_ip, m.sender_port)
-            for m in batch
-        ]
+        rows = [(m.sender, m.text, m.timestamp, m.display_time) for m in batch]
         connection.execute("BEGIN")
         try:
             connection.executemany(_INSERT, rows)
