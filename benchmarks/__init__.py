@@ -7,6 +7,7 @@
     python -m benchmarks.file_relay       file relay throughput against socat and a direct copy
     python -m benchmarks.startup          client launch to name received, idle and busy CPUs
     python -m benchmarks.soak             mixed dialects and churn: nothing lost, memory returns
+    python -m benchmarks.room_history     what history costs Room.broadcast, in one process
     python -m benchmarks.report           RESULTS.md and plots/ from results/*.json
 
 ``--help`` on each says its options. The rest is plumbing: ``common`` (ports, /proc figures,

@@ -124,3 +124,13 @@ def busy_alive(pid: int) -> bool:
         return b"getppid" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+def test_room_history_tiny(tmp_path: Path) -> None:
+    args = ("--members", "3", "--messages", "50", "--repeats", "2")
+    result = run_module("room_history", "--out-dir", str(tmp_path), *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "results" / "room_history.json").read_text())
+    assert len(data["variants"]) == 3
+    for figure in data["variants"].values():
+        assert figure["ns_per_delivery_min"] > 0
