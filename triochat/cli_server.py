@@ -72,6 +72,10 @@ async def run_chat_server(
         console.line(f"ERR - cannot create ChatServer socket using port number {port}")
         return 1
     store: SqliteHistory | None = None
+    if config.history_db and not config.history:
+        logger.warning(
+            "--history-db %s is not used: --history 0 turns history off", config.history_db
+        )
     if config.history and config.history_db:
         try:
             store = await SqliteHistory.open(config.history_db, config.history)

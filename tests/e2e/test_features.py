@@ -205,3 +205,12 @@ async def test_our_json_client_speaks_every_feature(harness: Harness) -> None:
     # commands and history do not.
     await jay.expect_next(summary(3, 1, 12 + 12 + 12, 7))
     assert await jay.wait_exit() == 0
+
+
+async def test_a_history_db_that_cannot_be_opened_is_a_clear_error(
+    harness: Harness, tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "no such directory" / "history.db")
+    finished = await harness.run("ChatServer.py", "--port", "0", "--history-db", missing)
+    assert finished.code == 1
+    assert finished.stdout == [f"ERR - cannot open history database {missing}"]
