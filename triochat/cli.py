@@ -137,7 +137,9 @@ chat commands (line and JSON chat; a triochat server answers them):
 CLIENT_USAGE = """\
 usage:
   ChatClient.py <port> [--host HOST]                      line chat (seed 000)
-  ChatClient.py <host-or-ip> <port> <nickname> <clientID> JSON chat (seed 003)
+  ChatClient.py <host-or-ip> <port> <nickname> <clientID> [--history N]
+                                                          JSON chat (seed 003); --history: the
+                                                          last N messages on joining
   ChatClient.py -l <listen port> -p <server port> [--share-dir DIR]
                                                           menu chat with files (seed 001)
   ChatClient.py --udp <host-or-ip> <port> [<nickname>] [--show-sender]
@@ -160,8 +162,12 @@ def client_main(argv: Sequence[str] | None = None) -> int:
     verbose = _take_flag(args, "-v", "--verbose")
     configure_logging(verbose)
     host = _take_option(args, "--host")
+    history = _take_option(args, "--history")
+    if history is not None and not (history.isdigit() and history.isascii()):
+        early.say("ERR - --history needs a whole number (messages to replay on joining)")
+        return 1
     try:
-        launch = _choose_client(args, host)
+        launch = _choose_client(args, host, int(history) if history is not None else None)
     except ArgumentError as error:
         early.say(str(error))
         return 1
@@ -173,7 +179,7 @@ def client_main(argv: Sequence[str] | None = None) -> int:
     return run_program(main, verbose=verbose)
 
 
-def _choose_client(args: list[str], host: str | None) -> Launch:
+def _choose_client(args: list[str], host: str | None, history: int | None = None) -> Launch:
     if "--udp" in args:
         return _udp_client(args)
     if "-l" in args or "-p" in args:
@@ -197,7 +203,7 @@ def _choose_client(args: list[str], host: str | None) -> Launch:
     client_id = args[3]
     if not client_id or not client_id.isprintable() or any(ch.isspace() for ch in client_id):
         raise ArgumentError(4)
-    return partial(_start_json_client, ip, port, nickname, client_id)
+    return partial(_start_json_client, ip, port, nickname, client_id, history)
 
 
 def _start_line_client(host: str, port: int) -> Callable[[], Awaitable[int]]:
@@ -214,9 +220,10 @@ def _start_line_client(host: str, port: int) -> Callable[[], Awaitable[int]]:
 
 
 def _start_json_client(
-    ip: str, port: int, nickname: str, client_id: str
+    ip: str, port: int, nickname: str, client_id: str, history: int | None = None
 ) -> Callable[[], Awaitable[int]]:
-    """Connect, print the banner and send the join request."""
+    """Connect, print the banner and send the join request (asking for the last ``history``
+    messages on joining, if given: a triochat server replays them)."""
     start = early.connect(ip, port)
     # From here on the client is (about to be) a member: Ctrl-C leaves with the Summary.
     defer_ctrl_c()
@@ -225,7 +232,7 @@ def _start_json_client(
         f"ChatClient started with server IP: {ip}, port: {port}, nickname: {nickname}, "
         f"client ID: {client_id}, Date/Time: {started}"
     )
-    start.send(JsonClientCodec().send(Hello(nickname, client_id, started)))
+    start.send(JsonClientCodec().send(Hello(nickname, client_id, started, history=history)))
     from triochat.client.json_client import run_json_client
 
     return partial(run_json_client, start, nickname, client_id, started)

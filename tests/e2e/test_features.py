@@ -164,6 +164,13 @@ async def test_history_survives_a_restart_with_history_db(harness: Harness, tmp_
         ("history", "lina", "message 3"),
         ("history", "lina", "message 4"),
     ]
+    # Our JSON client asks with --history N and shows what it gets, marked as history.
+    client = await harness.start(
+        "ChatClient.py", "127.0.0.1", str(port), "hist", "9", "--history", "2", label="hist"
+    )
+    await client.expect_next(json_banner(port, "hist", "9"))
+    await client.expect_next(rx("[history] {dt} :: lina: message 3"))
+    await client.expect_next(rx("[history] {dt} :: lina: message 4"))
     assert "Traceback" not in server.stderr
 
 
