@@ -238,8 +238,16 @@ class MemberWriter:
                     # receive_nowait first: trio's receive() yields even when an item is
                     # ready, and a yield per delivery is most of the cost of fan-out.
                     try:
-                        item = queue.receive_nowait()
+                        item: Outgoing | None = queue.receive_nowait()
                     except trio.WouldBlock:
+                        item = None
+                    except trio.EndOfChannel:
+                        break
+                    if item is None:
+                        # Waiting outside the except clause, holding nothing: an idle member
+                        # must not keep the WouldBlock, its traceback or its last delivery
+                        # alive (thousands of idle members: about 400 bytes each).
+                        data = b""
                         self._idle = True  # from now on the flusher may write for us
                         try:
                             item = await queue.receive()
@@ -247,8 +255,6 @@ class MemberWriter:
                             break
                         finally:
                             self._idle = False
-                    except trio.EndOfChannel:
-                        break
                     data = item.encode_for(codec)
                     # Once framed, a peer stays framed: after that one local test per batch.
                     if framed or (framed := codec.framed):
