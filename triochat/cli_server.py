@@ -13,6 +13,7 @@ import logging
 import signal
 import socket
 import sqlite3
+import ssl
 from collections.abc import Sequence
 from functools import partial
 
@@ -147,6 +148,21 @@ async def run_port_tagged_server(
     return 0
 
 
+def server_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext:
+    """The server's TLS context from PEM files (TLS 1.2 or newer).
+
+    Raises:
+        ValueError: one of the two files is missing from the command line.
+        OSError: a file cannot be read, or does not hold a matching certificate and key.
+    """
+    if not cert or not key:
+        raise ValueError("--tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
 def raise_open_file_limit() -> None:
     """Let the server hold as many connections as the hard limit allows (thousands, not 1,024)."""
     try:
@@ -254,10 +270,31 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         default=defaults.max_file_bytes,
         help="largest file the relay carries (default %(default)s)",
     )
+    parser.add_argument(
+        "--no-web",
+        action="store_true",
+        help="no chat page: the TCP port does not answer HTTP or WebSocket requests",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="PEM certificate (chain): the port speaks TLS as well, for every dialect and the "
+        "page (https, wss); needs --tls-key",
+    )
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
+    tls = None
+    if args.tls_cert or args.tls_key:
+        try:
+            tls = server_tls_context(args.tls_cert, args.tls_key)
+        except (OSError, ValueError) as error:
+            say(f"ERR - cannot use the TLS certificate and key: {error}")
+            return 1
     config = ServerConfig(
+        web=not args.no_web,
+        tls=tls,
         message_rate=max(0.0, args.max_rate),
         idle_timeout=max(0.0, args.idle_timeout),
         max_file_bytes=max(0, args.max_file_bytes),

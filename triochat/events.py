@@ -20,6 +20,7 @@ class Dialect(Enum):
     PORT_TAGGED = "port-tagged"
     JSON = "json"
     DATAGRAM = "datagram"
+    WEB = "web"
 
 
 # --- client -> server -------------------------------------------------------------------------
@@ -252,6 +253,20 @@ class HistoryReplay:
     messages: tuple[ChatMessage, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class MemberJoined:
+    """``name`` joined the room (told only to members that keep a members list: the page)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLeft:
+    """``name`` left the room (told only to members that keep a members list: the page)."""
+
+    name: str
+
+
 ServerEvent = (
     ChatMessage
     | Welcome
@@ -263,4 +278,6 @@ ServerEvent = (
     | Renamed
     | Presence
     | HistoryReplay
+    | MemberJoined
+    | MemberLeft
 )

@@ -101,6 +101,8 @@ class Member:
             shows the idle time from it; the room reads no clock).
         wants_notices: the member is told about renames. Line members ask with ``/notices
             on``: the seeds' clients print every line they get.
+        watches_presence: the member is told every join and leave (the page keeps a members
+            list); the others are not, so joins cost nothing per silent member.
     """
 
     name: str
@@ -114,6 +116,7 @@ class Member:
     dialect: Dialect = Dialect.LINE
     last_active: float = 0.0
     wants_notices: bool = False
+    watches_presence: bool = False
     evicted_reason: str | None = field(default=None, init=False)
 
     def deliver_nowait(self, delivery: Delivery) -> bool:

@@ -24,11 +24,14 @@ import trio
 from triochat.events import (
     ChatMessage,
     HistoryReplay,
+    MemberJoined,
+    MemberLeft,
     MemberInfo,
     Notice,
     Presence,
     PrivateMessage,
     Renamed,
+    ServerEvent,
 )
 from triochat.history import History
 from triochat.member import (
@@ -122,6 +125,9 @@ class Room:
         self._renames = 0
         self._delivery = Delivery if encode_once else EncodedPerMember
         self._members: dict[str, Member] = {}
+        # Members told of joins and leaves, kept apart so a join costs one delivery per
+        # watcher, not a test per member.
+        self._watchers: dict[str, Member] = {}
         self._observer: RoomObserver = observer or SilentObserver()
         self._joined = 0
         self._left = 0
@@ -168,19 +174,32 @@ class Room:
         self.check_available(member.name)
         if self._closing:
             raise NameTaken("Server is shutting down")
-        self._members[name_key(member.name)] = member
+        key = name_key(member.name)
+        self._members[key] = member
         self._joined += 1
         self._observer.member_joined(member)
+        self._tell_watchers(MemberJoined(member.name))
+        if member.watches_presence:
+            self._watchers[key] = member
 
     def leave(self, member: Member) -> None:
         """Remove ``member`` if it is here (calling it twice is harmless)."""
         key = name_key(member.name)
         if self._members.get(key) is member:
             del self._members[key]
+            self._watchers.pop(key, None)
             self._left += 1
             if member.evicted_reason is not None and not self._closing:
                 self._evictions += 1
             self._observer.member_left(member)
+            if not self._closing:
+                self._tell_watchers(MemberLeft(member.name))
+
+    def _tell_watchers(self, event: ServerEvent) -> None:
+        if self._watchers:
+            delivery = self._delivery(event)
+            for watcher in list(self._watchers.values()):
+                watcher.deliver_nowait(delivery)
 
     def find(self, name: str) -> Member | None:
         """The member called ``name`` (ignoring case), if any."""
@@ -286,6 +305,8 @@ class Room:
             self._members = {
                 (new_key if key == old_key else key): value for key, value in self._members.items()
             }
+            if self._watchers.pop(old_key, None) is not None:
+                self._watchers[new_key] = member
         self._renames += 1
         self._observer.member_renamed(member, old)
         notice = Delivery(Renamed(old, new_name))

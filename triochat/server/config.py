@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 from triochat.room import OUTBOX_LIMIT
@@ -46,6 +47,12 @@ class ServerConfig:
             of waking their task for each (``server/writer.py``); off only to measure it.
         encode_once: encode each event once per dialect and share the bytes between members
             (``room.Delivery``); off only to measure what that saves.
+        web: serve the chat page and its WebSocket on the TCP port (SPEC §9).
+        ws_ping_interval: seconds a page's WebSocket may be silent before it gets a ping.
+        ws_ping_timeout: seconds after that ping within which the page must send something
+            (a browser answers pings by itself), or it is disconnected.
+        tls: the server's TLS context: a connection whose first byte is 0x16 (a TLS
+            handshake) speaks TLS, and every dialect works inside it; ``None``: no TLS.
         log_messages: print the ``Received:``/``Broadcasted:`` console lines of each message
             (SPEC §7); off only to measure what they cost.
     """
@@ -70,3 +77,7 @@ class ServerConfig:
     fast_path: bool = True
     encode_once: bool = True
     log_messages: bool = True
+    web: bool = True
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    tls: ssl.SSLContext | None = None

@@ -8,9 +8,17 @@ import trio
 
 from triochat.events import ClientEvent, Dialect, ServerEvent
 from triochat.server.config import ServerConfig
+from triochat.server.web import accept_http
 from triochat.wire.common import NEED_DATA, NeedData
 from triochat.wire.json_lines import JsonServerCodec
 from triochat.wire.lines import LineServerCodec
+
+
+class Reader(Protocol):
+    """What a session reads events from: :class:`EventReader`, or the page's
+    :class:`~triochat.server.web.WebSocketReader`."""
+
+    async def next_event(self) -> ClientEvent | None: ...
 
 
 class ServerCodec(Protocol):
@@ -41,11 +49,16 @@ class ServerCodec(Protocol):
 _LEADING_WHITESPACE = b" \t\r\n"
 
 
-async def sniff_codec(stream: trio.abc.ReceiveStream, limits: ServerConfig) -> ServerCodec | None:
+_HTTP_GET = b"GET "
+
+
+async def sniff_codec(stream: trio.abc.Stream, limits: ServerConfig) -> ServerCodec | None:
     """Read until the first byte that is not white space and pick the dialect from it.
 
-    A ``{`` means JSON (names may not start with ``{``); anything else is the line dialect.
-    The bytes read are fed to the codec, so nothing is lost. ``None`` at end of stream.
+    A ``{`` means JSON (names may not start with ``{``); ``GET `` is HTTP (a name has no
+    space), which serves the page or becomes the page's WebSocket (``server/web.py``);
+    anything else is the line dialect. The bytes read are fed to the codec, so nothing is
+    lost. ``None`` at end of stream, or when an HTTP request got its answer.
     """
     seen = bytearray()
     while True:
@@ -53,6 +66,17 @@ async def sniff_codec(stream: trio.abc.ReceiveStream, limits: ServerConfig) -> S
         if not data:
             return None
         seen += data
+        if limits.web and len(seen) < len(_HTTP_GET) and _HTTP_GET.startswith(seen):
+            # "G", "GE" or "GET" so far: a browser's request goes on at once, while a seed
+            # client named GET sends its name alone and waits for the room.
+            with trio.move_on_after(limits.idle_flush):
+                while len(seen) < len(_HTTP_GET) and _HTTP_GET.startswith(seen):
+                    more = await stream.receive_some(limits.receive_size)
+                    if not more:
+                        break
+                    seen += more
+        if limits.web and seen.startswith(_HTTP_GET):
+            return await accept_http(stream, bytes(seen), limits)
         stripped = seen.lstrip(_LEADING_WHITESPACE)
         if stripped:
             codec: ServerCodec

@@ -14,10 +14,12 @@ import trio
 from triochat.events import Dialect, Goodbye, Hello, Leave, Notice, Welcome
 from triochat.room import Delivery, Member, NameTaken, Room
 from triochat.server.config import ServerConfig
-from triochat.server.reader import EventReader, ServerCodec, sniff_codec
+from triochat.server.reader import EventReader, Reader, ServerCodec, sniff_codec
+from triochat.server.web import WebSocketReader
 from triochat.server.writer import MemberWriter
 from triochat.text import InvalidName
 from triochat.wire.common import RemoteProtocolError
+from triochat.wire.websocket import WebSocketServerCodec
 
 WELCOME_ROSTER = 100
 """Most member names a JSON ``welcome`` lists."""
@@ -27,7 +29,7 @@ MemberFactory = Callable[[str, str | None, int | None], Member]
 
 
 async def register(
-    stream: trio.abc.ReceiveStream,
+    stream: trio.abc.Stream,
     codec: ServerCodec | None,
     writer: MemberWriter,
     room: Room,
@@ -35,7 +37,7 @@ async def register(
     new_member: MemberFactory,
     *,
     fixed_name: str | None = None,
-) -> tuple[Member, EventReader] | None:
+) -> tuple[Member, Reader] | None:
     """Find the dialect (unless ``codec`` is given), then join the room under a name.
 
     ``fixed_name`` joins without asking (port-tagged members). Sets ``writer.codec`` once the
@@ -46,7 +48,11 @@ async def register(
         if codec is None:
             return None
         writer.codec = codec
-        reader = EventReader(stream, codec, config)
+        reader: Reader = (
+            WebSocketReader(stream, codec, config, writer)
+            if isinstance(codec, WebSocketServerCodec)
+            else EventReader(stream, codec, config)
+        )
         member = await _take_a_name(reader, writer, room, new_member, fixed_name)
         return None if member is None else (member, reader)
     with trio.move_on_after(config.close_grace):
@@ -55,7 +61,7 @@ async def register(
 
 
 async def _take_a_name(
-    reader: EventReader,
+    reader: Reader,
     writer: MemberWriter,
     room: Room,
     new_member: MemberFactory,
@@ -97,9 +103,10 @@ def admit(room: Room, member: Member, codec: ServerCodec, *, history: int | None
     room.join(member)
     codec.name_accepted()
     # Queued in the same synchronous step as the join, so it precedes every broadcast.
-    # Only the JSON dialect shows the roster, and only its first names: copying every name
-    # for every join would make N joins cost N squared.
-    roster = room.names(limit=WELCOME_ROSTER) if codec.dialect is Dialect.JSON else []
+    # Only the JSON dialect and the page show the roster, and only its first names: copying
+    # every name for every join would make N joins cost N squared.
+    shows_roster = codec.dialect in (Dialect.JSON, Dialect.WEB)
+    roster = room.names(limit=WELCOME_ROSTER) if shows_roster else []
     member.deliver_nowait(Delivery(Welcome(member.name, tuple(roster))))
     if history:
         # In the same step too: no live message can slip in between the replay and the

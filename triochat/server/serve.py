@@ -22,6 +22,7 @@ from triochat.server.config import ServerConfig
 from triochat.server.gate import ConnectionGate
 from triochat.server.relay import FileRelay, RelayObserver, SilentRelayObserver
 from triochat.server.session import ChatSession, SessionCounter
+from triochat.server.tls import accept_tls
 from triochat.server.udp import DatagramEndpoint
 from triochat.server.udp_sockets import open_datagram_sockets
 from triochat.server.writer import Flusher
@@ -137,15 +138,18 @@ async def serve_chat(
     flusher = Flusher()
 
     async def start_session(stream: trio.SocketStream, release: Callable[[], None]) -> None:
+        member_stream: trio.abc.Stream = stream
         try:
             peer = peer_of(stream)
             # Finds peers that vanished without a word (power cut, cable pulled).
             stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if config.tls is not None:
+                member_stream = await accept_tls(stream, config.tls, config.registration_timeout)
         except OSError:  # reset before we even looked at it
             await trio.aclose_forcefully(stream)
             return
         session = ChatSession(
-            stream,
+            member_stream,
             None,
             room,
             peer,

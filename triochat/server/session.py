@@ -22,7 +22,7 @@ from triochat.events import ClientEvent, Dialect, FileRequest, Notice, ServerEve
 from triochat.room import Member, Room
 from triochat.server.commands import Commands
 from triochat.server.config import ServerConfig
-from triochat.server.reader import EventReader, ServerCodec
+from triochat.server.reader import Reader, ServerCodec
 from triochat.server.registration import register
 from triochat.server.writer import Flusher, MemberWriter
 from triochat.wire.common import RemoteProtocolError
@@ -142,13 +142,16 @@ class ChatSession:
             dialect=self._writer.codec.dialect,
             last_active=trio.current_time(),
             # Seed-003 clients ignore object types they do not know, so JSON members hear
-            # of renames without asking; line members' clients print every line they get.
-            wants_notices=self._writer.codec.dialect is Dialect.JSON,
+            # of renames without asking, and so does the page (its members list); line
+            # members' clients print every line they get.
+            wants_notices=self._writer.codec.dialect in (Dialect.JSON, Dialect.WEB),
+            # The page keeps a members list; other dialects have nowhere to show joins.
+            watches_presence=self._writer.codec.dialect is Dialect.WEB,
         )
 
     # --- chatting ----------------------------------------------------------------------------
 
-    async def _chat(self, member: Member, reader: EventReader) -> None:
+    async def _chat(self, member: Member, reader: Reader) -> None:
         self._counter.opened()
         try:
             # The reader runs in the nursery's own body rather than a third task: the same
@@ -160,7 +163,7 @@ class ChatSession:
         finally:
             self._counter.closed()
 
-    async def _read_loop(self, member: Member, reader: EventReader) -> None:
+    async def _read_loop(self, member: Member, reader: Reader) -> None:
         dispatched = 0
         with self._reader_scope:
             try:
@@ -191,7 +194,7 @@ class ChatSession:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.finish(None)
 
-    async def _next_event(self, reader: EventReader) -> ClientEvent | None:
+    async def _next_event(self, reader: Reader) -> ClientEvent | None:
         """The next event, within the idle timeout if there is one (TooSlowError past it)."""
         if not self._limits.idle_timeout:
             return await reader.next_event()

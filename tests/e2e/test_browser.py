@@ -1,0 +1,222 @@
+"""The chat page in a real browser (SPEC §9): Chromium joins the room over a WebSocket on the
+server's own port and chats with netcat-style and JSON members.
+
+``TRIOCHAT_SCREENSHOT=<file.png>`` makes the first test save the page, mid-conversation, as
+the README's screenshot.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import signal
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from .browser import Browser
+from .harness import DT, LOCALHOST, Harness, free_port, rx
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    opened = await Browser.open()
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+def message_line(name: str, text: str) -> re.Pattern[str]:
+    """A chat line as the page shows it: ``<date/time> <name>: <text>``."""
+    return re.compile(f"{DT} {re.escape(name)}: {re.escape(text)}")
+
+
+async def wait_for_message(browser: Browser, name: str, text: str) -> None:
+    pattern = message_line(name, text)
+
+    def found(driver: object) -> bool:
+        script = "return [...document.querySelectorAll('#log li')].map(e => e.textContent)"
+        return any(pattern.fullmatch(line) for line in driver.execute_script(script))  # type: ignore[attr-defined]
+
+    await browser.wait_until(found, f"the message {name}: {text}")
+
+
+async def test_browser_and_line_and_json_members_chat_both_ways(
+    harness: Harness, browser: Browser
+) -> None:
+    server, port = await harness.start_chat_server()
+    await browser.get(f"http://{LOCALHOST}:{port}/?name=webby")
+    await browser.wait_for_status("Connected as webby")
+    await server.expect_next(rx("{dt} :: webby: connected."))
+
+    nc = await harness.connect(port, "nc")
+    await nc.send(b"nc_user\n")
+    await server.expect_next(rx("{dt} :: nc_user: connected."))
+    jay = await harness.connect(port, "json")
+    await jay.send(b'{"type": "nickname", "nickname": "Jay", "clientID": "7"}\n')
+    await server.expect_next(rx("{dt} :: Jay: connected."))
+    await browser.wait_for_members(["webby", "nc_user", "Jay"])
+    await browser.wait_for_line("nc_user joined")
+
+    # Browser -> line and JSON members.
+    await browser.type_line("hello from the browser")
+    await nc.expect_line("webby: hello from the browser")
+    while (reply := json.loads(await jay.next_line())).get("type") != "broadcast":
+        pass
+    assert (reply["nickname"], reply["message"]) == ("webby", "hello from the browser")
+    await browser.wait_for_line("webby: hello from the browser")  # its own, shown locally
+
+    # Line and JSON members -> browser, with date/time and sender.
+    await nc.send(b"hi browser, from netcat\n")
+    await wait_for_message(browser, "nc_user", "hi browser, from netcat")
+    await jay.send(b'{"type": "message", "nickname": "Jay", "message": "and from JSON"}\n')
+    await wait_for_message(browser, "Jay", "and from JSON")
+
+    # Slash commands work as in netcat; markup is shown as text, never run.
+    await browser.type_line("/who")
+    await browser.wait_for_line("Members: webby, nc_user, Jay")
+    await nc.send(b"<b>not bold</b>\n")
+    await wait_for_message(browser, "nc_user", "<b>not bold</b>")
+
+    if shot := os.environ.get("TRIOCHAT_SCREENSHOT"):
+        await browser.screenshot(Path(shot))
+
+    await nc.aclose()
+    await browser.wait_for_line("nc_user left")
+    await browser.wait_for_members(["webby", "Jay"])
+
+    await browser.type_line("/quit")
+    await server.expect_line(rx("{dt} :: webby: disconnected."))
+    await browser.wait_for_status("You left")
+
+
+async def test_a_taken_name_asks_again(harness: Harness, browser: Browser) -> None:
+    server, port = await harness.start_chat_server()
+    alice = await harness.connect(port, "alice")
+    await alice.send(b"alice\n")
+    await server.expect_next(rx("{dt} :: alice: connected."))
+
+    await browser.get(f"http://{LOCALHOST}:{port}/")
+    await browser.type_line("ALICE")  # names are unique ignoring case
+    await browser.wait_for_line("Nickname already in use")
+    await browser.wait_for_status("Choose another name")
+    await browser.type_line("alice2")
+    await browser.wait_for_status("Connected as alice2")
+    await server.expect_next(rx("{dt} :: alice2: connected."))
+    await browser.type_line("got in")
+    await alice.expect_line("alice2: got in")
+
+
+async def test_the_page_reconnects_after_the_server_restarts(
+    harness: Harness, browser: Browser
+) -> None:
+    port = free_port()
+    options = ("--port", str(port), "--host", LOCALHOST)
+    banner = rx(f"ChatServer started with server IP: {LOCALHOST}, port: {port} ...")
+    first = await harness.start("ChatServer.py", *options, label="first server")
+    await first.expect_next(banner)
+    await browser.get(f"http://{LOCALHOST}:{port}/?name=phoenix")
+    await browser.wait_for_status("Connected as phoenix")
+
+    first.send_signal(signal.SIGINT)
+    assert await first.wait_exit() == 0
+    await browser.wait_for_line("Server shutting down")
+    await browser.wait_for_status("server went away")
+    await browser.wait_for_members([])
+
+    second = await harness.start("ChatServer.py", *options, label="second server")
+    await second.expect_next(banner)
+    # The page comes back by itself, under the name it had.
+    await second.expect_next(rx("{dt} :: phoenix: connected."), within=30)
+    await browser.wait_for_status("Connected as phoenix")
+    nc = await harness.connect(port, "nc")
+    await nc.send(b"nc\n")
+    await browser.wait_for_line("nc joined")
+    await browser.type_line("back again")
+    await nc.expect_line("phoenix: back again")
+
+
+async def test_no_web_turns_the_page_off(harness: Harness) -> None:
+    _server, port = await harness.start_chat_server("--no-web")
+    peer = await harness.connect(port, "http")
+    await peer.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    # Without the page the request is just a line member's bad name.
+    await peer.expect_line(re.compile(r"\*\*\* .*white space.*"))
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A private CA and a server certificate for 127.0.0.1, as PEM files."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    spki: str
+    """Base64 SHA-256 of the server key's SubjectPublicKeyInfo (what Chromium pins)."""
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    trustme = pytest.importorskip("trustme")
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    ca = trustme.CA()
+    issued = ca.issue_cert(LOCALHOST, "localhost")
+    files = TlsFiles(tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem", "")
+    ca.cert_pem.write_to_path(str(files.ca))
+    for blob in issued.cert_chain_pems:
+        blob.write_to_path(str(files.cert), append=True)
+    issued.private_key_pem.write_to_path(str(files.key))
+    leaf = x509.load_pem_x509_certificate(issued.cert_chain_pems[0].bytes())
+    spki = leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    return TlsFiles(files.ca, files.cert, files.key, pin)
+
+
+async def test_the_page_over_https_with_plain_and_tls_members(
+    harness: Harness, tls_files: TlsFiles
+) -> None:
+    server, port = await harness.start_chat_server(
+        "--tls-cert", str(tls_files.cert), "--tls-key", str(tls_files.key)
+    )
+    browser = await Browser.open(trust_spki=tls_files.spki)
+    try:
+        await browser.get(f"https://{LOCALHOST}:{port}/?name=secure")
+        await browser.wait_for_status("Connected as secure")
+        await server.expect_next(rx("{dt} :: secure: connected."))
+
+        # A plain netcat member and a TLS one (checked against the private CA) in one room.
+        plain = await harness.connect(port, "plain")
+        await plain.send(b"plain\n")
+        await server.expect_next(rx("{dt} :: plain: connected."))
+        context = ssl.create_default_context(cafile=str(tls_files.ca))
+        with trio.fail_after(10):
+            tcp = await trio.open_tcp_stream(LOCALHOST, port)
+            secured = trio.SSLStream(tcp, context, server_hostname=LOCALHOST)
+            await secured.send_all(b"tlsnc\n")
+        await server.expect_next(rx("{dt} :: tlsnc: connected."))
+        await browser.wait_for_members(["secure", "plain", "tlsnc"])
+
+        await browser.type_line("over wss")
+        await plain.expect_line("secure: over wss")
+        received = b""
+        with trio.fail_after(10):
+            while b"secure: over wss\n" not in received:
+                received += await secured.receive_some(4096)
+        await plain.send(b"from plain\n")
+        await wait_for_message(browser, "plain", "from plain")
+        await secured.send_all(b"from tls\n")
+        await wait_for_message(browser, "tlsnc", "from tls")
+        await plain.expect_line("tlsnc: from tls")
+        await trio.aclose_forcefully(secured)
+    finally:
+        await browser.aclose()

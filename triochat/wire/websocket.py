@@ -1,0 +1,411 @@
+"""The WebSocket dialect (the chat page, SPEC §9): each text message is one line, each server
+event one JSON text message.
+
+Both roles have the codecs' one shape (``receive_data``, ``next_event``, ``send(event) ->
+bytes``); ``wsproto`` (python-hyper, sans-IO, pure Python) does the framing, masking, UTF-8
+checks, control frames and the closing handshake. What is ours:
+
+- **Inbound, the line dialect.** A text message from the page is a line typed in its one text
+  box, so it goes through the line dialect's server codec: the first is the name, then
+  messages and the same slash commands as netcat's (``/who``, ``/quit``, ``//text``, and any
+  the line dialect learns). A message longer than ``max_message_bytes`` is dropped (a
+  recoverable error), and the rest of it skipped as it arrives: memory stays bounded.
+- **Outbound, JSON objects** (the JSON dialect's types, plus ``join`` and ``leave``), one per
+  text frame. Server frames are not masked and no extension is negotiated, so a frame's bytes
+  are the same for every member: a message to a thousand browsers is framed once, like any
+  other dialect's (``room.Delivery``), and nothing in :meth:`WebSocketServerCodec.send` for a
+  shared event touches the connection's state.
+- **Replies the protocol owes** (the 101 response, pongs, the answer to a close) collect in
+  the codec; the server writes them through the member's outbox
+  (:meth:`WebSocketServerCodec.take_replies`). Keep-alive pings are :meth:`ping`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    Pong,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.frame_protocol import CloseReason, FrameProtocol
+from wsproto.utilities import LocalProtocolError
+from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
+
+from triochat.events import (
+    ChatMessage,
+    ClientEvent,
+    Dialect,
+    FileAnnouncement,
+    FileFailed,
+    Goodbye,
+    Hello,
+    Leave,
+    MemberJoined,
+    MemberLeft,
+    Notice,
+    Say,
+    ServerEvent,
+    Welcome,
+    Who,
+)
+from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData, RemoteProtocolError
+from triochat.wire.http import WebSocketUpgrade
+from triochat.wire.json_lines import JsonCodec
+from triochat.wire.lines import LineCodec
+
+WEBSOCKET_PATH = "/ws"
+"""Where the page opens its WebSocket."""
+
+MAX_SERVER_MESSAGE_BYTES = 1024 * 1024
+"""Largest message the client role takes from the server (as ``MAX_SERVER_LINE_BYTES``)."""
+
+# Server frames are unmasked and carry no extension, so one serializer frames every shared
+# event; with fin=True (always, here) it keeps no state between calls.
+_FRAMES = FrameProtocol(client=False, extensions=[])
+
+
+_BROKEN = frozenset(
+    {
+        CloseReason.PROTOCOL_ERROR,
+        CloseReason.UNSUPPORTED_DATA,
+        CloseReason.INVALID_FRAME_PAYLOAD_DATA,
+        CloseReason.MESSAGE_TOO_BIG,
+    }
+)
+"""Close codes wsproto gives a peer's frames it cannot parse."""
+
+
+def _text_frame(obj: dict[str, Any]) -> bytes:
+    return bytes(_FRAMES.send_data(json.dumps(obj, ensure_ascii=False, separators=(",", ":"))))
+
+
+class WebSocketServerCodec:
+    """The server's side of one page's WebSocket, from the accepted upgrade on.
+
+    Args:
+        upgrade: the request that asked for the WebSocket (``wire/http.py``).
+        max_message_bytes: the longest text message (one typed line) accepted.
+
+    Raises:
+        RemoteProtocolError: (fatal) the upgrade request is not a valid WebSocket handshake.
+    """
+
+    dialect = Dialect.WEB
+    framed = True
+    """Every event is a frame of its own: the writer may join any number into one write."""
+    has_partial = False
+    """A message in pieces waits for its last frame; no quiet time ever ends one."""
+
+    def __init__(self, upgrade: WebSocketUpgrade, max_message_bytes: int = MAX_LINE_BYTES) -> None:
+        self._ws = WSConnection(ConnectionType.SERVER)
+        self._replies = bytearray()
+        try:
+            self._ws.initiate_upgrade_connection(list(upgrade.headers), upgrade.target)
+            request = next(self._ws.events(), None)
+            if not isinstance(request, Request):
+                raise RemoteProtocolError("Bad WebSocket handshake", recoverable=False)
+            # No extensions: permessage-deflate would make each member's frames its own.
+            self._replies += self._ws.send(AcceptConnection())
+            self._ws.receive_data(upgrade.trailing)
+        except (WsRemoteProtocolError, LocalProtocolError) as error:
+            raise RemoteProtocolError(
+                f"Bad WebSocket handshake: {error}", recoverable=False
+            ) from None
+        self._lines = LineCodec(max_message_bytes)
+        self._max_message_bytes = max_message_bytes
+        self._parts: list[str] = []
+        self._size = 0
+        self._skipping = False
+        self._joined = False
+
+    # --- inbound ------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Add bytes from the peer (ignored once the connection is closed)."""
+        if self._ws.state is not ConnectionState.CLOSED:
+            self._ws.receive_data(bytes(data))
+
+    def next_event(self) -> ClientEvent | NeedData:
+        """The next event, or ``NEED_DATA``; a close from the peer is a ``Leave``.
+
+        Raises:
+            RemoteProtocolError: recoverable for an over-long or binary message (skipped) and
+                what the line dialect refuses; fatal for a broken frame.
+        """
+        while True:
+            event = self._lines.next_event()
+            if event is not NEED_DATA:
+                return event
+            ws_event = next(self._ws.events(), None)
+            if ws_event is None:
+                return NEED_DATA
+            if isinstance(ws_event, TextMessage):
+                self._text(ws_event)
+            elif isinstance(ws_event, BytesMessage):
+                if ws_event.message_finished:
+                    raise RemoteProtocolError("Binary messages are not chat; send text")
+            elif isinstance(ws_event, Ping):
+                self._replies += self._ws.send(ws_event.response())
+            elif isinstance(ws_event, CloseConnection):
+                # The answering close frame goes with the Goodbye (or the last error) that
+                # this leads to: see send().
+                if ws_event.code in _BROKEN:
+                    # wsproto reports a frame it could not parse as a close with its reason.
+                    raise RemoteProtocolError(
+                        f"WebSocket closed: {ws_event.reason or ws_event.code}",
+                        recoverable=False,
+                    )
+                return Leave()
+            # A Pong needs nothing: the reader counts any bytes as a sign of life.
+
+    def _text(self, message: TextMessage) -> None:
+        if not self._skipping:
+            self._size += len(message.data)
+            if self._size > self._max_message_bytes:
+                self._parts.clear()
+                self._skipping = True
+            else:
+                self._parts.append(message.data)
+        if not message.message_finished:
+            return
+        self._size = 0
+        if self._skipping:
+            self._skipping = False
+            raise RemoteProtocolError(
+                f"Message too long (limit {self._max_message_bytes} bytes); it was dropped"
+            )
+        text = "".join(self._parts)
+        self._parts.clear()
+        # One message is one typed line; a pasted message with line breaks is several lines.
+        self._lines.receive_data(text.encode() + b"\n")
+
+    def flush_idle(self) -> ClientEvent | None:
+        """Nothing: messages end with their last frame, never with a quiet time."""
+        return None
+
+    def name_accepted(self) -> None:
+        """The room took the name: from now on every message is a message or a command."""
+        self._lines.name_accepted()
+        self._joined = True
+
+    @staticmethod
+    def unframe(data: bytes) -> bytes:
+        """Frames are framed for every peer: ``data`` unchanged."""
+        return data
+
+    # --- outbound -----------------------------------------------------------------------------
+
+    def take_replies(self) -> bytes:
+        """Bytes the protocol owes the peer (the 101 response, pongs, a close), then none."""
+        data = bytes(self._replies)
+        self._replies.clear()
+        return data
+
+    def ping(self, payload: bytes = b"triochat") -> bytes:
+        """A ping frame (keep-alive), or nothing once the connection is closing."""
+        if self._ws.state is not ConnectionState.OPEN:
+            return b""
+        return self._ws.send(Ping(payload))
+
+    @property
+    def closed(self) -> bool:
+        """True once a close frame has been received or sent."""
+        return self._ws.state is not ConnectionState.OPEN
+
+    def send(self, event: ServerEvent) -> bytes:
+        """Bytes that show ``event`` to the page: a JSON text frame (and a close frame for
+        ``Goodbye`` and a member's last error)."""
+        if isinstance(event, ChatMessage):
+            return _text_frame(
+                {
+                    "type": "broadcast",
+                    "nickname": event.sender,
+                    "message": event.text,
+                    "timestamp": event.timestamp,
+                    "time": event.display_time,
+                }
+            )
+        if isinstance(event, MemberJoined):
+            return _text_frame({"type": "join", "nickname": event.name})
+        if isinstance(event, MemberLeft):
+            return _text_frame({"type": "leave", "nickname": event.name})
+        if isinstance(event, Notice):
+            kind = "error" if event.is_error else "notice"
+            data = _text_frame({"type": kind, "message": event.text})
+            if event.is_error and not event.recoverable and self._joined:
+                # After joining, only a member's last word is an unrecoverable error (evicted,
+                # idle, shutdown): end the WebSocket properly, so the page knows it was cut off.
+                data += self._close(CloseReason.GOING_AWAY, event.text)
+            return data
+        if isinstance(event, Welcome):
+            return _text_frame(
+                {"type": "welcome", "nickname": event.name, "members": list(event.members)}
+            )
+        if isinstance(event, Goodbye):
+            data = _text_frame({"type": "bye", "nickname": event.name})
+            return data + self._close(CloseReason.NORMAL_CLOSURE, "Goodbye")
+        if isinstance(event, FileFailed):
+            text = f"File {event.filename} from {event.owner} failed: {event.reason}"
+            return _text_frame({"type": "error", "message": text})
+        if isinstance(event, FileAnnouncement):
+            return b""  # the page has no file port
+        # Anything else is shown as the JSON dialect shows it, one object per frame.
+        lines = JsonCodec().encode(event).splitlines()
+        return b"".join(bytes(_FRAMES.send_data(line.decode())) for line in lines if line)
+
+    encode = send  # the name the other server codecs use until the codecs rework lands
+
+    def _close(self, code: int, reason: str) -> bytes:
+        if self._ws.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            return b""
+        # A close frame's reason is at most 123 bytes; wsproto cuts it at a character.
+        return self._ws.send(CloseConnection(code=code, reason=reason))
+
+
+def _server_event(obj: dict[str, Any]) -> ServerEvent:
+    """The event a JSON object from the server shows (client role)."""
+    kind = obj.get("type")
+    text = str(obj.get("message", ""))
+    name = str(obj.get("nickname", ""))
+    if kind == "broadcast":
+        return ChatMessage(
+            sender=name,
+            text=text,
+            timestamp=str(obj.get("timestamp", "")),
+            display_time=str(obj.get("time", "")),
+            sender_ip="",
+            sender_port=0,
+        )
+    if kind == "welcome":
+        members = obj.get("members")
+        names = tuple(str(m) for m in members) if isinstance(members, list) else ()
+        return Welcome(name, names)
+    if kind == "join":
+        return MemberJoined(name)
+    if kind == "leave":
+        return MemberLeft(name)
+    if kind == "bye":
+        return Goodbye(name)
+    if kind == "error":
+        return Notice(text, is_error=True)
+    if kind == "notice":
+        return Notice(text)
+    return Notice(json.dumps(obj, ensure_ascii=False))
+
+
+class WebSocketClientCodec:
+    """The page's side of the dialect, for tests, tools and the benchmark's browser members.
+
+    :meth:`start` gives the upgrade request; then ``send`` frames (masked, as a client must)
+    and ``next_event`` gives the server's events.
+
+    Args:
+        host: the ``Host`` header (``127.0.0.1:<port>``).
+        target: the WebSocket's path.
+        max_message_bytes: the longest message taken from the server.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        target: str = WEBSOCKET_PATH,
+        max_message_bytes: int = MAX_SERVER_MESSAGE_BYTES,
+    ) -> None:
+        self._ws = WSConnection(ConnectionType.CLIENT)
+        self._request = self._ws.send(Request(host=host, target=target))
+        self._replies = bytearray()
+        self._parts: list[str] = []
+        self._size = 0
+        self._max_message_bytes = max_message_bytes
+        self.open = False
+        """True once the server accepted the upgrade."""
+
+    def start(self) -> bytes:
+        """The upgrade request, to be written first."""
+        return self._request
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Add bytes from the server (ignored once the connection is closed)."""
+        if self._ws.state is not ConnectionState.CLOSED:
+            self._ws.receive_data(bytes(data))
+
+    def next_event(self) -> ServerEvent | NeedData:
+        """The next server event, or ``NEED_DATA``; the server's close is a ``Goodbye``.
+
+        Raises:
+            RemoteProtocolError: (fatal) the server refused the upgrade or broke the protocol.
+        """
+        while True:
+            try:
+                ws_event = next(self._ws.events(), None)
+            except WsRemoteProtocolError as error:
+                raise RemoteProtocolError(
+                    f"Bad WebSocket reply: {error}", recoverable=False
+                ) from None
+            if ws_event is None:
+                return NEED_DATA
+            if isinstance(ws_event, AcceptConnection):
+                self.open = True
+            elif isinstance(ws_event, RejectConnection):
+                raise RemoteProtocolError(
+                    f"WebSocket refused ({ws_event.status_code})", recoverable=False
+                )
+            elif isinstance(ws_event, TextMessage):
+                self._size += len(ws_event.data)
+                if self._size > self._max_message_bytes:
+                    raise RemoteProtocolError("Message from the server too long", recoverable=False)
+                self._parts.append(ws_event.data)
+                if ws_event.message_finished:
+                    text = "".join(self._parts)
+                    self._parts.clear()
+                    self._size = 0
+                    try:
+                        obj = json.loads(text)
+                    except ValueError:
+                        return Notice(text)
+                    return _server_event(obj) if isinstance(obj, dict) else Notice(text)
+            elif isinstance(ws_event, Ping):
+                self._replies += self._ws.send(ws_event.response())
+            elif isinstance(ws_event, CloseConnection):
+                if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                    self._replies += self._ws.send(ws_event.response())
+                return Goodbye(ws_event.reason or "")
+            elif isinstance(ws_event, Message | Pong):
+                continue
+
+    def take_replies(self) -> bytes:
+        """Bytes the protocol owes the server (pongs, the answer to a close), then none."""
+        data = bytes(self._replies)
+        self._replies.clear()
+        return data
+
+    def send(self, event: ClientEvent) -> bytes:
+        """The bytes of ``event``: a text frame with the line the page would send.
+
+        Raises:
+            TypeError: the event has no form in this dialect (``FileRequest``).
+        """
+        if isinstance(event, Leave):
+            if self._ws.state is not ConnectionState.OPEN:
+                return b""
+            return self._ws.send(CloseConnection(code=CloseReason.NORMAL_CLOSURE))
+        if isinstance(event, Hello):
+            line = event.name
+        elif isinstance(event, Say):
+            line = "/" + event.text if event.text.startswith("/") else event.text
+        elif isinstance(event, Who):
+            line = "/who"
+        else:
+            raise TypeError(f"cannot send {event!r} over the WebSocket dialect")
+        return self._ws.send(TextMessage(data=line))
