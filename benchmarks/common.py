@@ -154,7 +154,8 @@ class ServerSpec:
     Attributes:
         key: short name used in tables (``triochat``, ``naive``, ``ncat``, ``ngircd``).
         label: what the tables call it.
-        dialect: the load generator's dialect (``line``, ``ncat``, ``irc``).
+        dialect: the load generator's dialect (``line``, ``ncat``, ``irc``; ``ws``, ``ws-all``:
+            triochat's WebSocket, for readers or for everyone).
         argv: the command line for a port and a scratch directory.
         needs: programs that must be on PATH.
         note: a remark for the results (how it was configured).
@@ -227,6 +228,28 @@ def triochat_spec(tree: Path | None = None) -> ServerSpec:
         "line",
         lambda port, _: chat_server_argv(tree, port),
         note=f"{tree}/ChatServer.py (the script's own directory comes first on sys.path)",
+    )
+
+
+def triochat_web_spec(*, all_members: bool = False) -> ServerSpec:
+    """triochat with browser members: the page's WebSocket (same server, same command line
+    as ``triochat``; only the clients' dialect differs). Readers join over the WebSocket and
+    senders as line members, so the figure is fan-out to browsers; ``all_members``: the
+    senders too (adds wsproto's parsing of every message they send)."""
+    if all_members:
+        return ServerSpec(
+            "triochat-web-all",
+            "triochat, all WebSocket",
+            "ws-all",
+            lambda port, _: chat_server_argv(ROOT, port),
+            note="as triochat, every client (senders too) over the page's WebSocket (/ws)",
+        )
+    return ServerSpec(
+        "triochat-web",
+        "triochat, to WebSocket",
+        "ws",
+        lambda port, _: chat_server_argv(ROOT, port),
+        note="as triochat; readers over the page's WebSocket (/ws), senders as line members",
     )
 
 

@@ -15,6 +15,8 @@ busy the server and the load generator were (so a generator-bound run says so).
     python -m benchmarks.fanout --servers triochat,naive --scenarios n100,paced
     python -m benchmarks.fanout --quick --servers triochat --scenarios n100w \
         --levers trio-nohistory,trio-historydb --repeats 3   # what history costs, as ratios
+    python -m benchmarks.fanout --servers triochat,triochat-web,triochat-web-all \
+        --scenarios n100,n500 --no-levers            # fan-out to line vs browser members
 
 A reference that is not installed (ncat, ngircd) is skipped, with what to install on stderr.
 """
@@ -443,6 +445,8 @@ def _summarise(
 def server_specs() -> list[ServerSpec]:
     return [
         common.triochat_spec(),
+        common.triochat_web_spec(),
+        common.triochat_web_spec(all_members=True),
         common.naive_spec(),
         common.ncat_spec(),
         common.ngircd_spec(),

@@ -72,17 +72,63 @@ def emit(event: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
+WS_PING = b"\x89\x08triochat"
+"""The keep-alive ping triochat sends a quiet page (``WebSocketServerCodec.ping``)."""
+WS_PONG = b"\x8a\x88\x00\x00\x00\x00triochat"
+"""Its answer, masked with the all-zero key."""
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """A client text frame. Clients must mask; the all-zero key is a valid one and leaves the
+    payload as it is, so the generator pays nothing for masking (the server still unmasks)."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, 0x80 | size))
+    elif size < 1 << 16:
+        header = bytes((0x81, 0x80 | 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 0x80 | 127)) + size.to_bytes(8, "big")
+    return header + b"\x00\x00\x00\x00" + payload
+
+
 class Dialect:
-    """How one kind of server wants clients to register and to send a message."""
+    """How one kind of server wants clients to register and to send a message.
+
+    ``ws`` is triochat's page over its WebSocket: an upgrade request, then one text frame per
+    line. The server's frames are JSON objects ending in ``}``, which no token or filler
+    holds, so receivers cut the stream after the last ``}`` where the others cut after the
+    last newline (a frame header byte that happens to be ``}`` lies between frames too).
+    """
 
     def __init__(self, kind: str) -> None:
-        if kind not in ("line", "ncat", "irc"):
+        if kind not in ("line", "ncat", "irc", "ws"):
             raise ValueError(kind)
         self.kind = kind
+        self.end = b"}" if kind == "ws" else b"\n"
+
+    @staticmethod
+    def for_run(kind: str) -> tuple[Dialect, Dialect]:
+        """The (readers', senders') dialects of a run of ``kind``.
+
+        ``ws``: readers join over the WebSocket and senders as line members, so the server's
+        CPU per delivery is the cost of fan-out to browsers and not of parsing the senders'
+        frames (wsproto, per message); ``ws-all``: everyone over the WebSocket.
+        """
+        if kind == "ws":
+            return Dialect("ws"), Dialect("line")
+        if kind == "ws-all":
+            return Dialect("ws"), Dialect("ws")
+        return Dialect(kind), Dialect(kind)
 
     def register(self, name: str) -> bytes:
         if self.kind == "line":
             return name.encode() + b"\n"
+        if self.kind == "ws":
+            return (
+                b"GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n" + ws_frame(name.encode())
+            )
         if self.kind == "irc":
             return (
                 f"NICK {name}\r\nUSER {name} 0 * :bench\r\n".encode()
@@ -93,6 +139,8 @@ class Dialect:
         return b""
 
     def message(self, payload: bytes) -> bytes:
+        if self.kind == "ws":
+            return ws_frame(payload)
         if self.kind == "irc":
             return b"PRIVMSG " + IRC_CHANNEL + b" :" + payload + b"\r\n"
         return payload + b"\n"
@@ -105,6 +153,7 @@ class Client:
         "cid",
         "closed",
         "closed_reason",
+        "dialect",
         "distinct",
         "events",
         "expected",
@@ -133,6 +182,7 @@ class Client:
         self.sent = 0
         self.closed = False
         self.closed_reason = ""
+        self.dialect: Dialect | None = None
         self.probe_mask = 0
         self.last_seen: dict[int, bytearray] = {}
         self.maxseq: dict[int, int] = {}
@@ -150,7 +200,7 @@ class Worker:
         self.index: int = config["worker"]
         self.workers: int = config["workers"]
         self.address = (config["host"], int(config["port"]))
-        self.dialect = Dialect(config["dialect"])
+        self.dialect, self.sender_dialect = Dialect.for_run(config["dialect"])
         self.messages: int = int(config.get("messages", 0))
         self.size: int = int(config.get("size", 100))
         self.window: int = int(config.get("window", 0))
@@ -165,6 +215,8 @@ class Worker:
             Client(c["id"], bool(c["sender"]), bool(c["reads"])) for c in config["clients"]
         ]
         self.local_senders = [c for c in self.clients if c.sender]
+        for client in self.clients:
+            client.dialect = self.sender_dialect if client.sender else self.dialect
         self.by_fd: dict[int, Client] = {}
         self.selector = selectors.DefaultSelector()
         self.latencies = array("q")
@@ -269,7 +321,8 @@ class Worker:
             return False
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.by_fd[sock.fileno()] = client
-        client.outbuf += self.dialect.register(client.name)
+        assert client.dialect is not None
+        client.outbuf += client.dialect.register(client.name)
         self._flush(client)
         return True
 
@@ -402,7 +455,8 @@ class Worker:
         self.next_probe = now + self.probe_interval
         self.probe_seq += 1
         payload = b"@@P%d@@ probe %d" % (self.index, self.probe_seq)
-        self._queue(self.prober, self.dialect.message(payload))
+        assert self.prober.dialect is not None
+        self._queue(self.prober, self.prober.dialect.message(payload))
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -458,7 +512,8 @@ class Worker:
         stamp = now_ns()
         if not self.first_send_ns:
             self.first_send_ns = stamp
-        message = self.dialect.message
+        assert client.dialect is not None
+        message = client.dialect.message
         out = client.outbuf
         cid = client.cid
         size = self.size
@@ -521,7 +576,9 @@ class Worker:
             return
         if client.tail:
             data = client.tail + data
-        cut = data.rfind(b"\n") + 1
+        dialect = client.dialect
+        assert dialect is not None
+        cut = data.rfind(dialect.end) + 1
         client.tail = data[cut:]
         if cut == 0:
             return
@@ -531,6 +588,8 @@ class Worker:
                 client.probe_mask |= 1 << int(match)
         if self.dialect.kind == "irc" and b"PING" in data:
             self._pong(client, data[:cut])
+        if dialect.kind == "ws" and WS_PING in data:
+            self._queue(client, WS_PONG)
         found = TOKEN.findall(data, 0, cut)
         if not found:
             return

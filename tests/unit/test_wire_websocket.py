@@ -130,9 +130,10 @@ def test_a_shared_message_frames_the_same_for_every_member() -> None:
         "type": "broadcast",
         "nickname": "alice",
         "message": "hi <b>",
-        "timestamp": MESSAGE.timestamp,
         "time": MESSAGE.display_time,
     }
+    own_format = ChatMessage("j", "x", "1700000000", "2023-11-14 22:13:20", "1", 2)
+    assert json.loads(connect()[1].send(own_format)[2:])["timestamp"] == "1700000000"
 
 
 def test_pings_are_answered_through_the_replies() -> None:

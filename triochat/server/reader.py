@@ -8,7 +8,6 @@ import trio
 
 from triochat.events import ClientEvent, Dialect, ServerEvent
 from triochat.server.config import ServerConfig
-from triochat.server.web import accept_http
 from triochat.wire.common import NEED_DATA, NeedData
 from triochat.wire.json_lines import JsonServerCodec
 from triochat.wire.lines import LineServerCodec
@@ -76,6 +75,10 @@ async def sniff_codec(stream: trio.abc.Stream, limits: ServerConfig) -> ServerCo
                         break
                     seen += more
         if limits.web and seen.startswith(_HTTP_GET):
+            # Imported on the first request: wsproto and h11 cost a server that never sees
+            # a browser nothing at start-up (the seeds' checkers time it).
+            from triochat.server.web import accept_http
+
             return await accept_http(stream, bytes(seen), limits)
         stripped = seen.lstrip(_LEADING_WHITESPACE)
         if stripped:

@@ -15,11 +15,9 @@ from triochat.events import Dialect, Goodbye, Hello, Leave, Notice, Welcome
 from triochat.room import Delivery, Member, NameTaken, Room
 from triochat.server.config import ServerConfig
 from triochat.server.reader import EventReader, Reader, ServerCodec, sniff_codec
-from triochat.server.web import WebSocketReader
 from triochat.server.writer import MemberWriter
 from triochat.text import InvalidName
 from triochat.wire.common import RemoteProtocolError
-from triochat.wire.websocket import WebSocketServerCodec
 
 WELCOME_ROSTER = 100
 """Most member names a JSON ``welcome`` lists."""
@@ -48,11 +46,14 @@ async def register(
         if codec is None:
             return None
         writer.codec = codec
-        reader: Reader = (
-            WebSocketReader(stream, codec, config, writer)
-            if isinstance(codec, WebSocketServerCodec)
-            else EventReader(stream, codec, config)
-        )
+        reader: Reader = EventReader(stream, codec, config)
+        if codec.dialect is Dialect.WEB:
+            # Only a page's codec says WEB; its module is loaded by then (see sniff_codec).
+            from triochat.server.web import WebSocketReader
+            from triochat.wire.websocket import WebSocketServerCodec
+
+            assert isinstance(codec, WebSocketServerCodec)
+            reader = WebSocketReader(stream, codec, config, writer)
         member = await _take_a_name(reader, writer, room, new_member, fixed_name)
         return None if member is None else (member, reader)
     with trio.move_on_after(config.close_grace):
