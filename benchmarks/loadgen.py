@@ -95,16 +95,17 @@ class Dialect:
     """How one kind of server wants clients to register and to send a message.
 
     ``ws`` is triochat's page over its WebSocket: an upgrade request, then one text frame per
-    line. The server's frames are JSON objects ending in ``}``, which no token or filler
-    holds, so receivers cut the stream after the last ``}`` where the others cut after the
-    last newline (a frame header byte that happens to be ``}`` lies between frames too).
+    line. The server sends each chat message as a JSON array ending in ``]``, which no token
+    or filler holds, so receivers cut the stream after the last ``]`` where the others cut
+    after the last newline (a frame header byte that happens to be ``]`` lies between frames
+    too).
     """
 
     def __init__(self, kind: str) -> None:
         if kind not in ("line", "ncat", "irc", "ws"):
             raise ValueError(kind)
         self.kind = kind
-        self.end = b"}" if kind == "ws" else b"\n"
+        self.end = b"]" if kind == "ws" else b"\n"
 
     @staticmethod
     def for_run(kind: str) -> tuple[Dialect, Dialect]:

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from triochat.client import early
 from triochat.clock import now_display
@@ -26,6 +27,9 @@ from triochat.text import InvalidName, check_name
 from triochat.wire.datagrams import DatagramClientCodec
 from triochat.wire.json_lines import MENU_CLIENT_ID, JsonClientCodec
 from triochat.wire.lines import LineClientCodec
+
+if TYPE_CHECKING:
+    import ssl
 
 logger = logging.getLogger("triochat")
 
@@ -77,6 +81,9 @@ def run_program(
         return trio.run(main)
     except* KeyboardInterrupt:
         interrupted = True
+    except* early.CannotStart as group:
+        # Found once Trio runs (a TLS handshake that failed): said as before it would be.
+        early.warn(str(group.exceptions[0]))
     except* BrokenPipeError:
         return_code = 1  # stdout went away: nobody is left to tell
         del return_code
@@ -144,8 +151,22 @@ usage:
                                                           menu chat with files (seed 001)
   ChatClient.py --udp <host-or-ip> <port> [<nickname>] [--show-sender]
                                                           UDP chat (seed 002)
-options: -v/--verbose logs to stderr; --help shows this text.
+options: -v/--verbose logs to stderr; --help shows this text; in the TCP modes --tls speaks
+TLS to the server (verified against the system's CAs) and --ca FILE verifies it against a
+private CA instead (implies --tls).
 """
+
+
+class _TLS:
+    """The TLS context of ``--tls``/``--ca``, if given (one client per process)."""
+
+    context: ssl.SSLContext | None = None
+
+
+def _connect(host: str, port: int, server_name: str | None = None) -> early.EarlyStart:
+    """The TCP connection to the server, in TLS with ``--tls`` (the certificate verified for
+    ``server_name``, by default ``host``)."""
+    return early.connect(host, port, tls=_TLS.context, server_hostname=server_name)
 
 
 Launch = Callable[[], Callable[[], Awaitable[int]]]
@@ -166,11 +187,22 @@ def client_main(argv: Sequence[str] | None = None) -> int:
     if history is not None and not (history.isdigit() and history.isascii()):
         early.say("ERR - --history needs a whole number (messages to replay on joining)")
         return 1
+    ca_file = _take_option(args, "--ca")
+    use_tls = _take_flag(args, "--tls") or ca_file is not None
     try:
         launch = _choose_client(args, host, int(history) if history is not None else None)
     except ArgumentError as error:
         early.say(str(error))
         return 1
+    if use_tls:
+        if "--udp" in args:
+            early.warn("--tls is for the TCP modes: UDP has no TLS")
+            return 1
+        try:
+            _TLS.context = early.tls_context(ca_file)
+        except early.CannotStart as error:
+            early.warn(str(error))
+            return 1
     try:
         main = launch()
     except early.CannotStart as error:
@@ -203,12 +235,12 @@ def _choose_client(args: list[str], host: str | None, history: int | None = None
     client_id = args[3]
     if not client_id or not client_id.isprintable() or any(ch.isspace() for ch in client_id):
         raise ArgumentError(4)
-    return partial(_start_json_client, ip, port, nickname, client_id, history)
+    return partial(_start_json_client, ip, port, nickname, client_id, history, args[0])
 
 
 def _start_line_client(host: str, port: int) -> Callable[[], Awaitable[int]]:
     """Connect, then send the first stdin line as the name, alone and without a newline."""
-    start = early.connect(host, port)
+    start = _connect(host, port)
     if early.stdin_is_terminal():
         early.say("Enter your name:")
     name = start.read_first_line()
@@ -220,11 +252,17 @@ def _start_line_client(host: str, port: int) -> Callable[[], Awaitable[int]]:
 
 
 def _start_json_client(
-    ip: str, port: int, nickname: str, client_id: str, history: int | None = None
+    ip: str,
+    port: int,
+    nickname: str,
+    client_id: str,
+    history: int | None = None,
+    server_name: str | None = None,
 ) -> Callable[[], Awaitable[int]]:
     """Connect, print the banner and send the join request (asking for the last ``history``
-    messages on joining, if given: a triochat server replays them)."""
-    start = early.connect(ip, port)
+    messages on joining, if given: a triochat server replays them). With ``--tls`` the
+    certificate is checked for ``server_name``, the host as given."""
+    start = _connect(ip, port, server_name)
     # From here on the client is (about to be) a member: Ctrl-C leaves with the Summary.
     defer_ctrl_c()
     started = now_display()
@@ -258,7 +296,7 @@ def _start_menu_client(
     """Listen on the file port, connect, read the name and ask to join with it."""
     listeners = early.listen(listen_port)
     try:
-        start = early.connect(host, server_port)
+        start = _connect(host, server_port)
     except early.CannotStart:
         for sock in listeners:
             sock.close()

@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from .harness import Harness
+from .tls_files import TlsFiles, make_tls_files
 
 E2E_DIR = Path(__file__).resolve().parent
 
@@ -28,3 +29,9 @@ async def harness(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Harnes
         yield started
     finally:
         await started.aclose()
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    """A private CA and a certificate for 127.0.0.1 (skipped without ``trustme``)."""
+    return make_tls_files(tmp_path)

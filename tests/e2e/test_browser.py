@@ -7,15 +7,12 @@ the README's screenshot.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import re
 import signal
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,6 +20,7 @@ import trio
 
 from .browser import Browser
 from .harness import DT, LOCALHOST, Harness, free_port, rx
+from .tls_files import TlsFiles
 
 
 @pytest.fixture
@@ -150,36 +148,6 @@ async def test_no_web_turns_the_page_off(harness: Harness) -> None:
     await peer.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     # Without the page the request is just a line member's bad name.
     await peer.expect_line(re.compile(r"\*\*\* .*white space.*"))
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """A private CA and a server certificate for 127.0.0.1, as PEM files."""
-
-    ca: Path
-    cert: Path
-    key: Path
-    spki: str
-    """Base64 SHA-256 of the server key's SubjectPublicKeyInfo (what Chromium pins)."""
-
-
-@pytest.fixture
-def tls_files(tmp_path: Path) -> TlsFiles:
-    trustme = pytest.importorskip("trustme")
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    ca = trustme.CA()
-    issued = ca.issue_cert(LOCALHOST, "localhost")
-    files = TlsFiles(tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem", "")
-    ca.cert_pem.write_to_path(str(files.ca))
-    for blob in issued.cert_chain_pems:
-        blob.write_to_path(str(files.cert), append=True)
-    issued.private_key_pem.write_to_path(str(files.key))
-    leaf = x509.load_pem_x509_certificate(issued.cert_chain_pems[0].bytes())
-    spki = leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
-    return TlsFiles(files.ca, files.cert, files.key, pin)
 
 
 async def test_the_page_over_https_with_plain_and_tls_members(

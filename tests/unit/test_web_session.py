@@ -147,3 +147,26 @@ async def test_a_silent_page_is_pinged_and_one_that_never_answers_is_cut_off(
         while (event := page.codec.next_event()) is not NEED_DATA:
             events.append(event)
         assert Notice("Disconnected: no answer to a ping within 5 s", is_error=True) in events
+
+
+async def test_a_page_that_stops_reading_is_evicted_like_any_member() -> None:
+    room = Room(outbox_limit=4)
+    limits = ServerConfig(registration_timeout=5.0, close_grace=0.5, outbox_limit=4)
+    async with trio.open_nursery() as nursery:
+        page_stream, server_stream = trio.testing.lockstep_stream_pair()
+        nursery.start_soon(ChatSession(server_stream, None, room, ("127.0.0.1", 1), limits).run)
+        page = Page(page_stream)
+        await page.open()
+        await page.send(Hello("sleepy"))
+        assert await page.event() == Welcome("sleepy", ("sleepy",))
+        async with session(room, 2, limits) as line_stream:
+            line = Peer(line_stream)
+            await line.send(b"talker\n")
+            await trio.testing.wait_all_tasks_blocked()
+            # The page reads nothing more: its writer blocks, its outbox fills, it goes.
+            await line.send(b"".join(b"message %d\n" % i for i in range(20)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert room.names() == ["talker"]
+            assert room.statistics().evictions == 1
+            await line.send(b"/quit\n")
+        nursery.cancel_scope.cancel()

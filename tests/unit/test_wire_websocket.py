@@ -25,6 +25,7 @@ from triochat.wire.http import HttpRequest, HttpServerCodec, WebSocketUpgrade
 from triochat.wire.websocket import WebSocketClientCodec, WebSocketServerCodec
 
 MESSAGE = ChatMessage("alice", "hi <b>", "2026-01-02 03:04:05", "2026-01-02 03:04:05", "1", 2)
+"""A message without a time of its own: the room's receive time is both timestamps."""
 
 
 def connect(max_message_bytes: int = 1000) -> tuple[WebSocketClientCodec, WebSocketServerCodec]:
@@ -112,7 +113,7 @@ def test_every_server_event_is_one_json_text_frame() -> None:
     ]
     received = client_events(client, b"".join(server.send(event) for event in events))
     assert received == [
-        MESSAGE.__class__("alice", "hi <b>", MESSAGE.timestamp, MESSAGE.display_time, "", 0),
+        ChatMessage("alice", "hi <b>", "", "", "", 0),
         Welcome("webby", ("alice", "webby")),
         MemberJoined("bob"),
         MemberLeft("bob"),
@@ -126,14 +127,17 @@ def test_a_shared_message_frames_the_same_for_every_member() -> None:
     first = connect()[1].send(MESSAGE)
     second = connect()[1].send(MESSAGE)
     assert first == second
-    assert json.loads(first[2:]) == {
-        "type": "broadcast",
-        "nickname": "alice",
-        "message": "hi <b>",
-        "time": MESSAGE.display_time,
-    }
-    own_format = ChatMessage("j", "x", "1700000000", "2023-11-14 22:13:20", "1", 2)
-    assert json.loads(connect()[1].send(own_format)[2:])["timestamp"] == "1700000000"
+    # As short as the line dialect's "alice: hi <b>\n": the page shows when it arrived.
+    assert json.loads(first[2:]) == ["alice", "hi <b>"]
+    assert len(first) <= len(b"alice: hi <b>\n") + 6
+
+
+def test_a_message_with_a_time_of_its_own_carries_it() -> None:
+    client, server = connect()
+    own = ChatMessage("j", "x", "1700000000", "2023-11-14 22:13:20", "1", 2)
+    assert json.loads(server.send(own)[2:]) == ["j", "x", "2023-11-14 22:13:20"]
+    [received] = client_events(client, server.send(own))
+    assert received == ChatMessage("j", "x", "2023-11-14 22:13:20", "2023-11-14 22:13:20", "", 0)
 
 
 def test_pings_are_answered_through_the_replies() -> None:

@@ -9,10 +9,10 @@ one; and their servers add no newline, so an unterminated chunk is shown as a li
 from __future__ import annotations
 
 import math
-import socket
 
 import trio
 
+from triochat.client.early import CannotStart, EarlyStart
 from triochat.client.terminal import warn
 from triochat.wire.common import NEED_DATA, RemoteProtocolError
 from triochat.wire.lines import LineClientCodec, PortTaggedClientCodec
@@ -30,9 +30,31 @@ QUIET_FLUSH = 0.02
 less than the 0.05 s between two writes of our server to an unframed peer."""
 
 
-def adopt(sock: socket.socket) -> trio.SocketStream:
-    """A Trio stream over a socket the launcher connected before Trio started."""
-    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+async def adopt(start: EarlyStart) -> trio.abc.Stream:
+    """A Trio stream over the connection the launcher made before Trio started.
+
+    With ``--tls`` it is a TLS stream: the handshake happens here, then what the launcher
+    kept for after it (the name) is written.
+
+    Raises:
+        CannotStart: the TLS handshake failed (a certificate that does not verify, a server
+            that does not speak TLS).
+    """
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(start.sock))
+    if start.tls is None:
+        return stream
+    secured = trio.SSLStream(
+        stream, start.tls, server_hostname=start.server_hostname, https_compatible=True
+    )
+    try:
+        await secured.do_handshake()
+        if pending := start.take_pending():
+            await secured.send_all(pending)
+    except trio.BrokenResourceError as error:
+        await trio.aclose_forcefully(stream)
+        reason = error.__cause__ or error
+        raise CannotStart(f"TLS with the chat server failed: {reason}") from None
+    return secured
 
 
 class PacedSender:

@@ -17,6 +17,10 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to wait for the server to accept, before giving up with a clear error."""
@@ -40,6 +44,10 @@ class EarlyStart:
         stdin_ended: standard input ended while the first line was read.
         last_write: ``time.monotonic()`` of the last write on ``sock``, if any.
         listeners: file-port listening sockets (the menu client), if any.
+        tls: the client's TLS context (``--tls``): nothing is written before Trio has done
+            the TLS handshake, so :meth:`send` keeps the bytes in :attr:`pending`.
+        server_hostname: the name the server's certificate must carry (with ``tls``).
+        pending: bytes to write once the TLS handshake is done.
     """
 
     sock: socket.socket
@@ -47,11 +55,30 @@ class EarlyStart:
     stdin_ended: bool = False
     last_write: float | None = None
     listeners: list[socket.socket] = field(default_factory=list)
+    tls: ssl.SSLContext | None = None
+    server_hostname: str | None = None
+    pending: bytearray = field(default_factory=bytearray)
 
     def send(self, data: bytes) -> None:
-        """Write ``data`` now (blocking) and remember when."""
+        """Write ``data`` now (blocking) and remember when; with TLS, keep it for later.
+
+        The TLS handshake is Trio's (``client/connection.py``): the standard library's TLS
+        socket cannot be handed over to it. A name must never go out in clear text to a
+        server that expects TLS, so it waits for the handshake instead.
+        """
+        if self.tls is not None:
+            self.pending += data
+            return
         self.sock.sendall(data)
         self.last_write = time.monotonic()
+
+    def take_pending(self) -> bytes:
+        """The bytes kept for after the TLS handshake (now written: remember when)."""
+        data = bytes(self.pending)
+        self.pending.clear()
+        if data:
+            self.last_write = time.monotonic()
+        return data
 
     def seconds_since_last_write(self) -> float | None:
         """How long ago the last write was, or ``None`` if nothing was written."""
@@ -81,8 +108,33 @@ class EarlyStart:
                 self.stdin_ended = True
 
 
-def connect(host: str, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> EarlyStart:
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """A client TLS context that verifies the server against ``ca_file`` (a private CA) or,
+    without one, the system's CAs.
+
+    Raises:
+        CannotStart: ``ca_file`` cannot be read or holds no certificate.
+    """
+    import ssl  # only for --tls: most runs never pay for it
+
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ValueError) as error:
+        raise CannotStart(f"Cannot use the CA file {ca_file}: {error}") from error
+
+
+def connect(
+    host: str,
+    port: int,
+    kind: socket.SocketKind = socket.SOCK_STREAM,
+    *,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> EarlyStart:
     """A socket connected to ``host:port`` (TCP, or UDP with ``kind=SOCK_DGRAM``).
+
+    With ``tls`` the connection is to speak TLS, verified for ``server_hostname`` (by default
+    ``host``); the handshake happens once Trio runs (see :meth:`EarlyStart.send`).
 
     Raises:
         CannotStart: refused, unreachable, or the host does not resolve.
@@ -101,7 +153,8 @@ def connect(host: str, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) 
             sock.settimeout(None)
             if kind == socket.SOCK_STREAM:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return EarlyStart(sock)
+            name = (server_hostname or host) if tls else None
+            return EarlyStart(sock, tls=tls, server_hostname=name)
         except OSError as error:
             sock.close()
             last_error = error

@@ -242,7 +242,7 @@ async def run_json_client(start: EarlyStart, nickname: str, client_id: str, star
         client_id: the client ID sent with it.
         started: the banner's date/time, the start of the ``Summary:``.
     """
-    stream = adopt(start.sock)
+    stream = await adopt(start)
     sender = PacedSender(stream, start.seconds_since_last_write())
     stats = SessionStats(start=started)
     server = ServerObjects(stream)

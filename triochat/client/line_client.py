@@ -25,7 +25,7 @@ async def run_line_client(start: EarlyStart) -> int:
     Args:
         start: the connection, with the name already sent by the launcher (see ``early``).
     """
-    stream = adopt(start.sock)
+    stream = await adopt(start)
     sender = PacedSender(stream, start.seconds_since_last_write())
     codec = LineClientCodec(MAX_SERVER_LINE_BYTES)
     exit_code = 0
@@ -49,6 +49,12 @@ async def run_line_client(start: EarlyStart) -> int:
                 while (line := await stdin.readline()) is not None:
                     await sender.send(codec.send(Say(line)))  # an empty line sends nothing
                 leaving = True
+                if not isinstance(stream, trio.abc.HalfCloseableStream):
+                    # TLS cannot half-close: everything is sent, so close; the server
+                    # reads it all before it sees the end.
+                    await stream.aclose()
+                    nursery.cancel_scope.cancel()
+                    return
                 await stream.send_eof()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # the reader says the server is gone

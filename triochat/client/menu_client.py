@@ -73,7 +73,7 @@ async def run_menu_client(
         share_dir: where files are served from and saved to.
     """
     listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in start.listeners]
-    stream = adopt(start.sock)
+    stream = await adopt(start)
     sender = PacedSender(stream, start.seconds_since_last_write())
     stdin = StdinLines(0, start.stdin_rest, ended=start.stdin_ended)
     agent = FileAgent(share_dir, say)

@@ -21,7 +21,7 @@ async def run_port_tagged_client(start: EarlyStart) -> int:
 
     The server echoes ``exit`` before it closes; that echo is the goodbye, not a message.
     """
-    stream = adopt(start.sock)
+    stream = await adopt(start)
     sender = PacedSender(stream)
     codec = PortTaggedClientCodec(MAX_SERVER_LINE_BYTES)
     exit_code = 0
