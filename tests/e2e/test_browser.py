@@ -188,3 +188,29 @@ async def test_the_page_over_https_with_plain_and_tls_members(
         await trio.aclose_forcefully(secured)
     finally:
         await browser.aclose()
+
+
+async def test_the_page_fits_a_phone_sized_screen(harness: Harness) -> None:
+    _server, port = await harness.start_chat_server()
+    phone = await Browser.open(width=375, height=667)
+    try:
+        await phone.get(f"http://{LOCALHOST}:{port}/?name=pocket")
+        await phone.wait_for_status("Connected as pocket")
+        layout = await phone.wait_until(
+            lambda driver: driver.execute_script(
+                "const box = document.getElementById('line').getBoundingClientRect();"
+                "const list = document.getElementById('members').getBoundingClientRect();"
+                "return {width: document.documentElement.clientWidth,"
+                " scroll: document.documentElement.scrollWidth,"
+                " box: box.right, list: list.height, top: list.top};"
+            ),
+            "the page's layout",
+        )
+        # Nothing sideways to scroll, the text box on screen, the members on one line.
+        assert layout["scroll"] <= layout["width"], layout
+        assert layout["box"] <= layout["width"], layout
+        assert 0 < layout["list"] < 40, layout
+        if shot := os.environ.get("TRIOCHAT_PHONE_SCREENSHOT"):
+            await phone.screenshot(Path(shot))
+    finally:
+        await phone.aclose()
