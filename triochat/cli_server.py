@@ -182,7 +182,8 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     """``python ChatServer.py <port> [--host HOST] [-v]``."""
     parser = argparse.ArgumentParser(
         prog="ChatServer.py",
-        description="triochat server: line, JSON and datagram chat in one room.",
+        description="triochat server: line, JSON, datagram and browser (http://host:port/) "
+        "chat in one room.",
         epilog=CHAT_COMMANDS
         + "JSON members use objects instead: private, rename, who, history (docs/PROTOCOL.md).",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -170,3 +170,27 @@ async def test_a_page_that_stops_reading_is_evicted_like_any_member() -> None:
             assert room.statistics().evictions == 1
             await line.send(b"/quit\n")
         nursery.cancel_scope.cancel()
+
+
+async def test_a_seed_client_named_get_is_a_line_member(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A seed client sends its name alone, without a newline, and waits: "GET" could be the
+    # start of a request, so it gets the quiet time to go on, then it is a name.
+    room = Room()
+    async with session(room, 1) as stream:
+        await stream.send_all(b"GET")
+        await trio.sleep(1)
+        assert room.names() == ["GET"]
+        await stream.send_all(b"/quit\n")
+        assert await stream.receive_some() == b""
+
+
+async def test_without_the_web_a_request_is_a_line_members_bad_name() -> None:
+    room = Room()
+    limits = ServerConfig(registration_timeout=5.0, close_grace=1.0, web=False)
+    async with session(room, 1, limits) as stream:
+        line = Peer(stream)
+        await line.send(b"GET / HTTP/1.1\r\n")
+        assert (await line.line()).startswith("*** Name must not contain white space")
+        await stream.aclose()
