@@ -18,13 +18,23 @@ from pathlib import Path
 import pytest
 import trio
 
-from .browser import Browser
+from .browser import MISSING, Browser, find_chromium
 from .harness import DT, LOCALHOST, Harness, free_port, rx
 from .tls_files import TlsFiles
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+def chromium() -> None:
+    """Skip, saying what to install, when there is no Chromium with its driver.
+
+    A plain fixture: a skip raised inside the Trio run would lose its reason.
+    """
+    if find_chromium() is None:
+        pytest.skip(MISSING)
+
+
+@pytest.fixture
+async def browser(chromium: None) -> AsyncIterator[Browser]:
     opened = await Browser.open()
     try:
         yield opened
@@ -151,7 +161,7 @@ async def test_no_web_turns_the_page_off(harness: Harness) -> None:
 
 
 async def test_the_page_over_https_with_plain_and_tls_members(
-    harness: Harness, tls_files: TlsFiles
+    harness: Harness, tls_files: TlsFiles, chromium: None
 ) -> None:
     server, port = await harness.start_chat_server(
         "--tls-cert", str(tls_files.cert), "--tls-key", str(tls_files.key)
@@ -190,7 +200,7 @@ async def test_the_page_over_https_with_plain_and_tls_members(
         await browser.aclose()
 
 
-async def test_the_page_fits_a_phone_sized_screen(harness: Harness) -> None:
+async def test_the_page_fits_a_phone_sized_screen(harness: Harness, chromium: None) -> None:
     _server, port = await harness.start_chat_server()
     phone = await Browser.open(width=375, height=667)
     try:
