@@ -95,17 +95,16 @@ class Dialect:
     """How one kind of server wants clients to register and to send a message.
 
     ``ws`` is triochat's page over its WebSocket: an upgrade request, then one text frame per
-    line. The server sends each chat message as a JSON array ending in ``]``, which no token
-    or filler holds, so receivers cut the stream after the last ``]`` where the others cut
-    after the last newline (a frame header byte that happens to be ``]`` lies between frames
-    too).
+    line. The server sends each chat message as the line dialect's line in a text frame, so
+    receivers cut the stream after the last newline as for lines (a frame header byte that
+    happens to be a newline lies between frames: the tokens before it are whole).
     """
 
     def __init__(self, kind: str) -> None:
         if kind not in ("line", "ncat", "irc", "ws"):
             raise ValueError(kind)
         self.kind = kind
-        self.end = b"]" if kind == "ws" else b"\n"
+        self.end = b"\n"
 
     @staticmethod
     def for_run(kind: str) -> tuple[Dialect, Dialect]:

@@ -88,24 +88,32 @@ _BROKEN = frozenset(
 """Close codes wsproto gives a peer's frames it cannot parse."""
 
 
-def _text_frame(obj: dict[str, Any] | list[str]) -> bytes:
+def _text_frame(obj: dict[str, Any]) -> bytes:
     return bytes(_FRAMES.send_data(json.dumps(obj, ensure_ascii=False, separators=(",", ":"))))
 
 
 def _message_frame(message: ChatMessage) -> bytes:
-    """A chat message: ``[sender, text]``, or ``[sender, text, time]`` when it carries a time
-    of its own.
+    """A chat message: the line dialect's own line, ``sender: text\\n``, in a text frame; as
+    a ``broadcast`` object only when the message carries a time of its own.
 
-    The one event every member gets for every message, so its bytes are most of what fan-out
-    costs (the kernel's work grows with them): as an array it is as long as the line
-    dialect's ``sender: text``, where a ``broadcast`` object was 70 % longer and measurably
-    dearer per delivery. Without a time of its own (the room's receive time: ``timestamp``
-    equals ``display_time``) the page shows when it arrived; a sender's own timestamp in
-    another form (ISO 8601, epoch seconds) is sent as ``display_time``.
+    The one frame every member gets for every message, so its bytes are most of what fan-out
+    costs: as the line it is one frame header longer than a line member's delivery, where a
+    ``broadcast`` object with its time was 70 % longer and measurably dearer per delivery.
+    It cannot be mistaken for an object: names never start with ``{`` and never hold ``:``
+    (SPEC §2), so the first ``": "`` ends the name. Without a time of its own (the room's
+    receive time: ``timestamp`` equals ``display_time``) the page shows when it arrived; a
+    sender's own timestamp in another form (ISO 8601, epoch seconds) comes as ``time``.
     """
     if message.timestamp == message.display_time:
-        return _text_frame([message.sender, message.text])
-    return _text_frame([message.sender, message.text, message.display_time])
+        return bytes(_FRAMES.send_data(f"{message.sender}: {message.text}\n"))
+    return _text_frame(
+        {
+            "type": "broadcast",
+            "nickname": message.sender,
+            "message": message.text,
+            "time": message.display_time,
+        }
+    )
 
 
 class WebSocketServerCodec:
@@ -301,12 +309,8 @@ class WebSocketServerCodec:
         return self._ws.send(CloseConnection(code=code, reason=reason))
 
 
-def _server_event(obj: dict[str, Any] | list[Any]) -> ServerEvent:
-    """The event a JSON value from the server shows (client role)."""
-    if isinstance(obj, list):
-        sender, text, *rest = [str(item) for item in obj] + ["", ""]
-        time = rest[0] if rest and rest[0] else ""
-        return ChatMessage(sender, text, time, time, "", 0)
+def _server_event(obj: dict[str, Any]) -> ServerEvent:
+    """The event a JSON object from the server shows (client role)."""
     kind = obj.get("type")
     text = str(obj.get("message", ""))
     name = str(obj.get("nickname", ""))
@@ -314,7 +318,7 @@ def _server_event(obj: dict[str, Any] | list[Any]) -> ServerEvent:
         return ChatMessage(
             sender=name,
             text=text,
-            timestamp=str(obj.get("timestamp", obj.get("time", ""))),
+            timestamp=str(obj.get("time", "")),
             display_time=str(obj.get("time", "")),
             sender_ip="",
             sender_port=0,
@@ -334,6 +338,19 @@ def _server_event(obj: dict[str, Any] | list[Any]) -> ServerEvent:
     if kind == "notice":
         return Notice(text)
     return Notice(json.dumps(obj, ensure_ascii=False))
+
+
+def _frame_event(text: str) -> ServerEvent:
+    """The event one text frame from the server shows (client role)."""
+    if not text.startswith("{"):
+        # A chat message as the line dialect writes it (see _message_frame).
+        sender, _, message = text.removesuffix("\n").partition(": ")
+        return ChatMessage(sender, message, "", "", "", 0)
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return Notice(text)
+    return _server_event(obj) if isinstance(obj, dict) else Notice(text)
 
 
 class WebSocketClientCodec:
@@ -402,11 +419,7 @@ class WebSocketClientCodec:
                     text = "".join(self._parts)
                     self._parts.clear()
                     self._size = 0
-                    try:
-                        obj = json.loads(text)
-                    except ValueError:
-                        return Notice(text)
-                    return _server_event(obj) if isinstance(obj, dict | list) else Notice(text)
+                    return _frame_event(text)
             elif isinstance(ws_event, Ping):
                 self._replies += self._ws.send(ws_event.response())
             elif isinstance(ws_event, CloseConnection):
