@@ -31,7 +31,7 @@ from triochat.server.config import ServerConfig
 from triochat.server.reader import ServerCodec
 from triochat.server.writer import Flusher, MemberWriter
 from triochat.wire.http import HttpServerCodec, WebSocketUpgrade
-from triochat.wire.lines import LineCodec
+from triochat.wire.lines import LineServerCodec
 from triochat.wire.websocket import WebSocketClientCodec, WebSocketServerCodec
 
 BATCH = 10
@@ -40,7 +40,7 @@ BATCH = 10
 
 def line_codec() -> ServerCodec:
     """A framed line member's codec (it has sent its name and a newline)."""
-    codec = LineCodec()
+    codec = LineServerCodec()
     codec.receive_data(b"name\n")
     codec.next_event()
     codec.name_accepted()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
@@ -61,10 +61,10 @@ from triochat.events import (
     Welcome,
     Who,
 )
-from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData, RemoteProtocolError
+from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData, RemoteProtocolError, Role
 from triochat.wire.http import WebSocketUpgrade
-from triochat.wire.json_lines import JsonCodec
-from triochat.wire.lines import LineCodec
+from triochat.wire.json_lines import JsonServerCodec
+from triochat.wire.lines import LineServerCodec
 
 WEBSOCKET_PATH = "/ws"
 """Where the page opens its WebSocket."""
@@ -127,6 +127,7 @@ class WebSocketServerCodec:
         RemoteProtocolError: (fatal) the upgrade request is not a valid WebSocket handshake.
     """
 
+    role: ClassVar[Role] = Role.SERVER
     dialect = Dialect.WEB
     framed = True
     """Every event is a frame of its own: the writer may join any number into one write."""
@@ -154,7 +155,7 @@ class WebSocketServerCodec:
             raise RemoteProtocolError(
                 f"Bad WebSocket handshake: {error}", recoverable=False
             ) from None
-        self._lines = LineCodec(max_message_bytes)
+        self._lines = LineServerCodec(max_message_bytes)
         self._pending: deque[Event] = deque()
         self._fresh = True  # bytes fed since wsproto's events were last taken
         self._max_message_bytes = max_message_bytes
@@ -297,10 +298,8 @@ class WebSocketServerCodec:
         if isinstance(event, FileAnnouncement):
             return b""  # the page has no file port
         # Anything else is shown as the JSON dialect shows it, one object per frame.
-        lines = JsonCodec().encode(event).splitlines()
+        lines = JsonServerCodec().send(event).splitlines()
         return b"".join(bytes(_FRAMES.send_data(line.decode())) for line in lines if line)
-
-    encode = send  # the name the other server codecs use until the codecs rework lands
 
     def _close(self, code: int, reason: str) -> bytes:
         if self._ws.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
@@ -364,6 +363,8 @@ class WebSocketClientCodec:
         target: the WebSocket's path.
         max_message_bytes: the longest message taken from the server.
     """
+
+    role: ClassVar[Role] = Role.CLIENT
 
     def __init__(
         self,
