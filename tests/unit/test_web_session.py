@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 import trio.testing
 
@@ -26,7 +27,7 @@ from triochat.server.session import ChatSession
 from triochat.wire.common import NEED_DATA
 from triochat.wire.websocket import WebSocketClientCodec
 
-from .helpers import Peer
+from .helpers import Peer, make_member
 
 LIMITS = ServerConfig(
     registration_timeout=5.0, close_grace=1.0, ws_ping_interval=3.0, ws_ping_timeout=2.0
@@ -194,3 +195,25 @@ async def test_without_the_web_a_request_is_a_line_members_bad_name() -> None:
         await line.send(b"GET / HTTP/1.1\r\n")
         assert (await line.line()).startswith("*** Name must not contain white space")
         await stream.aclose()
+
+
+def test_only_members_that_watch_presence_hear_of_joins_and_leaves() -> None:
+    room = Room()
+    page, page_outbox = make_member("page")
+    page.watches_presence = True
+    line, line_outbox = make_member("line")
+    room.join(page)
+    room.join(line)
+    room.leave(line)
+    seen = [page_outbox.receive_nowait().event for _ in range(2)]
+    assert seen == [MemberJoined("line"), MemberLeft("line")]
+    with pytest.raises(trio.WouldBlock):
+        line_outbox.receive_nowait()
+    # A shutdown tells every member why; nobody needs a leave per member on top.
+    other, _ = make_member("other")
+    room.join(other)
+    assert page_outbox.receive_nowait().event == MemberJoined("other")
+    room.close("Server shutting down")
+    room.leave(other)
+    with pytest.raises(trio.WouldBlock):
+        page_outbox.receive_nowait()
