@@ -7,7 +7,6 @@ the README's screenshot.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -57,7 +56,7 @@ async def wait_for_message(browser: Browser, name: str, text: str) -> None:
     await browser.wait_until(found, f"the message {name}: {text}")
 
 
-async def test_browser_and_line_and_json_members_chat_both_ways(
+async def test_browser_netcat_and_json_client_chat_both_ways(
     harness: Harness, browser: Browser
 ) -> None:
     server, port = await harness.start_chat_server()
@@ -68,8 +67,7 @@ async def test_browser_and_line_and_json_members_chat_both_ways(
     nc = await harness.connect(port, "nc")
     await nc.send(b"nc_user\n")
     await server.expect_next(rx("{dt} :: nc_user: connected."))
-    jay = await harness.connect(port, "json")
-    await jay.send(b'{"type": "nickname", "nickname": "Jay", "clientID": "7"}\n')
+    jay = await harness.start("ChatClient.py", LOCALHOST, str(port), "Jay", "J7", label="JSON")
     await server.expect_next(rx("{dt} :: Jay: connected."))
     await browser.wait_for_members(["webby", "nc_user", "Jay"])
     await browser.wait_for_line("nc_user joined")
@@ -77,15 +75,13 @@ async def test_browser_and_line_and_json_members_chat_both_ways(
     # Browser -> line and JSON members.
     await browser.type_line("hello from the browser")
     await nc.expect_line("webby: hello from the browser")
-    while (reply := json.loads(await jay.next_line())).get("type") != "broadcast":
-        pass
-    assert (reply["nickname"], reply["message"]) == ("webby", "hello from the browser")
+    await jay.expect_line(rx("{dt} :: webby: hello from the browser"))
     await browser.wait_for_line("webby: hello from the browser")  # its own, shown locally
 
     # Line and JSON members -> browser, with date/time and sender.
     await nc.send(b"hi browser, from netcat\n")
     await wait_for_message(browser, "nc_user", "hi browser, from netcat")
-    await jay.send(b'{"type": "message", "nickname": "Jay", "message": "and from JSON"}\n')
+    await jay.send_line("and from JSON")
     await wait_for_message(browser, "Jay", "and from JSON")
 
     # Slash commands work as in netcat; markup is shown as text, never run.
