@@ -24,9 +24,9 @@ import trio
 from triochat.events import (
     ChatMessage,
     HistoryReplay,
+    MemberInfo,
     MemberJoined,
     MemberLeft,
-    MemberInfo,
     Notice,
     Presence,
     PrivateMessage,

@@ -11,10 +11,12 @@ from triochat.events import (
     ChatMessage,
     Goodbye,
     Hello,
+    HistoryReplay,
     Leave,
     MemberJoined,
     MemberLeft,
     Notice,
+    PrivateMessage,
     Say,
     ServerEvent,
     Welcome,
@@ -22,7 +24,7 @@ from triochat.events import (
 )
 from triochat.wire.common import NEED_DATA, RemoteProtocolError
 from triochat.wire.http import HttpRequest, HttpServerCodec, WebSocketUpgrade
-from triochat.wire.websocket import WebSocketClientCodec, WebSocketServerCodec
+from triochat.wire.websocket import PAGE_HISTORY, WebSocketClientCodec, WebSocketServerCodec
 
 MESSAGE = ChatMessage("alice", "hi <b>", "2026-01-02 03:04:05", "2026-01-02 03:04:05", "1", 2)
 """A message without a time of its own: the room's receive time is both timestamps."""
@@ -80,7 +82,10 @@ def test_a_request_head_past_the_limit_is_refused() -> None:
 
 def test_the_page_side_joins_chats_and_leaves_as_a_line_member() -> None:
     client, server = connect()
-    assert server_events(server, client.send(Hello("webby"))) == [Hello("webby")]
+    # The page asks for the room's recent messages as it joins.
+    assert server_events(server, client.send(Hello("webby"))) == [
+        Hello("webby", history=PAGE_HISTORY)
+    ]
     server.name_accepted()
     data = client.send(Say("hello")) + client.send(Who()) + client.send(Say("/not a command"))
     assert server_events(server, data) == [Say("hello"), Who(), Say("/not a command")]
@@ -98,7 +103,7 @@ def test_messages_split_anywhere_arrive_whole() -> None:
     events: list[object] = []
     for byte in data:
         events += server_events(server, bytes([byte]))
-    assert events == [Hello("webby")]
+    assert events == [Hello("webby", history=PAGE_HISTORY)]
 
 
 def test_every_server_event_is_one_json_text_frame() -> None:
@@ -198,3 +203,31 @@ def test_a_bad_upgrade_is_refused() -> None:
     upgrade = WebSocketUpgrade("/ws", ((b"host", b"x"), (b"upgrade", b"websocket")), b"")
     with pytest.raises(RemoteProtocolError):
         WebSocketServerCodec(upgrade)
+
+
+def test_history_and_private_messages_carry_the_time_the_page_shows() -> None:
+    _, server = connect()
+    old = ChatMessage("bob", "earlier", "1700000000", "2023-11-14 22:13:20", "", 0)
+    data = server.send(HistoryReplay((old, MESSAGE)))
+    assert [json.loads(frame) for frame in split_frames(data)] == [
+        {"type": "history", "nickname": "bob", "message": "earlier", "time": old.display_time},
+        {"type": "history", "nickname": "alice", "message": "hi <b>", "time": MESSAGE.timestamp},
+    ]
+    private = PrivateMessage("bob", "webby", "psst", "t", "2026-01-02 03:04:05", "", 0)
+    assert json.loads(server.send(private)[2:]) == {
+        "type": "private",
+        "nickname": "bob",
+        "to": "webby",
+        "message": "psst",
+        "time": "2026-01-02 03:04:05",
+    }
+
+
+def split_frames(data: bytes) -> list[bytes]:
+    """The payloads of short unmasked server frames."""
+    frames = []
+    while data:
+        size = data[1]
+        frames.append(data[2 : 2 + size])
+        data = data[2 + size :]
+    return frames

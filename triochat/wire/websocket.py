@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from wsproto import ConnectionType, WSConnection
@@ -52,10 +53,12 @@ from triochat.events import (
     FileFailed,
     Goodbye,
     Hello,
+    HistoryReplay,
     Leave,
     MemberJoined,
     MemberLeft,
     Notice,
+    PrivateMessage,
     Say,
     ServerEvent,
     Welcome,
@@ -65,6 +68,9 @@ from triochat.wire.common import MAX_LINE_BYTES, NEED_DATA, NeedData, RemoteProt
 from triochat.wire.http import WebSocketUpgrade
 from triochat.wire.json_lines import JsonServerCodec
 from triochat.wire.lines import LineServerCodec
+
+PAGE_HISTORY = 100
+"""Recent messages the page asks for when it joins (the room keeps 100 by default)."""
 
 WEBSOCKET_PATH = "/ws"
 """Where the page opens its WebSocket."""
@@ -182,6 +188,9 @@ class WebSocketServerCodec:
         pending = self._pending
         while True:
             event = self._lines.next_event()
+            if isinstance(event, Hello):
+                # The page shows the room's recent messages on joining (SPEC §11).
+                return replace(event, history=PAGE_HISTORY)
             if event is not NEED_DATA:
                 return event
             if not pending:
@@ -297,7 +306,32 @@ class WebSocketServerCodec:
             return _text_frame({"type": "error", "message": text})
         if isinstance(event, FileAnnouncement):
             return b""  # the page has no file port
-        # Anything else is shown as the JSON dialect shows it, one object per frame.
+        if isinstance(event, HistoryReplay):
+            # One frame per message (a whole history in one frame could pass the page's
+            # limit), with the time the page shows.
+            return b"".join(
+                _text_frame(
+                    {
+                        "type": "history",
+                        "nickname": message.sender,
+                        "message": message.text,
+                        "time": message.display_time,
+                    }
+                )
+                for message in event.messages
+            )
+        if isinstance(event, PrivateMessage):
+            return _text_frame(
+                {
+                    "type": "private",
+                    "nickname": event.sender,
+                    "to": event.recipient,
+                    "message": event.text,
+                    "time": event.display_time,
+                }
+            )
+        # Anything else (renames, /who's presence) is shown as the JSON dialect shows it, one
+        # object per frame.
         lines = JsonServerCodec().send(event).splitlines()
         return b"".join(bytes(_FRAMES.send_data(line.decode())) for line in lines if line)
 
