@@ -1,5 +1,6 @@
-"""The WebSocket dialect (the chat page, SPEC §9): each text message is one line, each server
-event one JSON text message.
+"""The WebSocket dialect (the chat page, SPEC §9): each text message from the page is one
+line; each server event is one text message, a chat message as the line dialect's line and
+everything else a JSON object.
 
 Both roles have the codecs' one shape (``receive_data``, ``next_event``, ``send(event) ->
 bytes``); ``wsproto`` (python-hyper, sans-IO, pure Python) does the framing, masking, UTF-8
@@ -10,11 +11,13 @@ checks, control frames and the closing handshake. What is ours:
   messages and the same slash commands as netcat's (``/who``, ``/quit``, ``//text``, and any
   the line dialect learns). A message longer than ``max_message_bytes`` is dropped (a
   recoverable error), and the rest of it skipped as it arrives: memory stays bounded.
-- **Outbound, JSON objects** (the JSON dialect's types, plus ``join`` and ``leave``), one per
-  text frame. Server frames are not masked and no extension is negotiated, so a frame's bytes
-  are the same for every member: a message to a thousand browsers is framed once, like any
-  other dialect's (``room.Delivery``), and nothing in :meth:`WebSocketServerCodec.send` for a
-  shared event touches the connection's state.
+- **Outbound**: a chat message as the line dialect's ``sender: text`` (the frame every
+  member gets for every message, kept as short as a line member's); everything else a JSON
+  object (the JSON dialect's types, plus ``join`` and ``leave``), one per frame. Server
+  frames are not masked and no extension is negotiated, so a frame's bytes are the same for
+  every member: a message to a thousand browsers is framed once, like any other dialect's
+  (``room.Delivery``), and nothing in :meth:`WebSocketServerCodec.send` for a shared event
+  touches the connection's state.
 - **Replies the protocol owes** (the 101 response, pongs, the answer to a close) collect in
   the codec; the server writes them through the member's outbox
   (:meth:`WebSocketServerCodec.take_replies`). Keep-alive pings are :meth:`ping`.
