@@ -23,6 +23,7 @@ from triochat.events import (
 )
 from triochat.room import Room
 from triochat.server.config import ServerConfig
+from triochat.server.gate import ConnectionGate
 from triochat.server.session import ChatSession
 from triochat.wire.common import NEED_DATA
 from triochat.wire.websocket import WebSocketClientCodec
@@ -217,3 +218,21 @@ def test_only_members_that_watch_presence_hear_of_joins_and_leaves() -> None:
     room.leave(other)
     with pytest.raises(trio.WouldBlock):
         page_outbox.receive_nowait()
+
+
+async def test_a_browser_refused_by_the_gate_gets_an_http_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from .test_gate import hold, refusal
+
+    gate = ConnectionGate(ServerConfig(max_connections=1))
+    async with trio.open_nursery() as nursery:
+        done = await hold(gate, "10.0.0.1", nursery)
+        answer = await refusal(gate, "10.0.0.2", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert answer.endswith(b"Server full (1 connections); try again later\n")
+        # A line member whose name starts with G is still told in its own dialect.
+        assert await refusal(gate, "10.0.0.3", b"Gina\n") == (
+            b"*** Server full (1 connections); try again later\n"
+        )
+        done.set()

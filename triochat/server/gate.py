@@ -12,6 +12,7 @@ import trio
 from triochat.events import Notice
 from triochat.server.addresses import PerAddressLimit
 from triochat.server.config import ServerConfig
+from triochat.wire.http import http_refusal
 from triochat.wire.json_lines import JsonServerCodec
 from triochat.wire.lines import LineServerCodec
 
@@ -35,8 +36,14 @@ async def refuse_connection(
         first = b""
         with trio.move_on_after(SERVER_FULL_WAIT / 2):
             first = bytes(await stream.receive_some(1))
-        codec = JsonServerCodec() if first.startswith(b"{") else LineServerCodec()
-        await stream.send_all(codec.send(Notice(reason, is_error=True)))
+            if config.web and first == b"G":
+                first += await stream.receive_some(3)  # "GET ": a browser
+        if config.web and first.startswith(b"GET "):
+            await stream.send_all(http_refusal(503, reason))
+        elif not (config.tls is not None and first.startswith(b"\x16")):
+            # (A TLS peer can read nothing before its handshake: it is just closed.)
+            codec = JsonServerCodec() if first.startswith(b"{") else LineServerCodec()
+            await stream.send_all(codec.send(Notice(reason, is_error=True)))
         # Closing with unread bytes would send a reset, which can destroy the notice before
         # the peer reads it: say we are done, then drain (bounded) until the peer closes.
         await stream.send_eof()

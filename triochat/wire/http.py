@@ -118,11 +118,27 @@ class HttpServerCodec:
         return data
 
 
+def http_refusal(status: int, text: str) -> bytes:
+    """A whole response refusing a request not parsed (the server is full, say), then close.
+
+    ``h11`` answers only requests it has read, so this one is written out: a status line,
+    three headers and the text.
+    """
+    body = f"{text}\n".encode()
+    reason = _REASONS.get(status, b"").decode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
 _REASONS = {
     200: b"OK",
     400: b"Bad Request",
     404: b"Not Found",
     405: b"Method Not Allowed",
+    503: b"Service Unavailable",
 }
 
 
