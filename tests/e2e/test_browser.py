@@ -157,7 +157,7 @@ async def test_no_web_turns_the_page_off(harness: Harness) -> None:
     await peer.expect_line(re.compile(r"\*\*\* .*white space.*"))
 
 
-async def test_the_page_over_https_with_plain_and_tls_members(
+async def test_the_page_over_https_with_netcat_tls_and_json_members(
     harness: Harness, tls_files: TlsFiles, chromium: None
 ) -> None:
     server, port = await harness.start_chat_server(
@@ -179,10 +179,18 @@ async def test_the_page_over_https_with_plain_and_tls_members(
             secured = trio.SSLStream(tcp, context, server_hostname=LOCALHOST)
             await secured.send_all(b"tlsnc\n")
         await server.expect_next(rx("{dt} :: tlsnc: connected."))
-        await browser.wait_for_members(["secure", "plain", "tlsnc"])
+        # And our JSON client over TLS.
+        jay = await harness.start(
+            "ChatClient.py", LOCALHOST, str(port), "Jay", "J1", "--ca", str(tls_files.ca)
+        )
+        await server.expect_next(rx("{dt} :: Jay: connected."))
+        await browser.wait_for_members(["secure", "plain", "tlsnc", "Jay"])
 
         await browser.type_line("over wss")
         await plain.expect_line("secure: over wss")
+        await jay.expect_line(rx("{dt} :: secure: over wss"))
+        await jay.send_line("json over tls")
+        await wait_for_message(browser, "Jay", "json over tls")
         received = b""
         with trio.fail_after(10):
             while b"secure: over wss\n" not in received:
