@@ -134,3 +134,33 @@ def test_room_history_tiny(tmp_path: Path) -> None:
     assert len(data["variants"]) == 3
     for figure in data["variants"].values():
         assert figure["ns_per_delivery_min"] > 0
+
+
+def test_fanout_to_browser_members_tiny(tmp_path: Path) -> None:
+    result = run_module(
+        "fanout",
+        "--tiny",
+        "--servers",
+        "triochat-web,triochat-web-all",
+        "--scenarios",
+        "n10",
+        "--no-report",
+        "--out-dir",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "results" / "fanout.json").read_text())
+    rows = data["rows"]
+    assert {r["server"] for r in rows} == {"triochat-web", "triochat-web-all"}
+    for row in rows:
+        assert "failed" not in row, row
+        assert row["deliveries"] == row["expected"] > 0
+        assert row["duplicates"] == row["out_of_order"] == 0
+
+
+def test_fanout_dialects_tiny() -> None:
+    result = run_module("fanout_dialects", "--members", "3", "--messages", "20", "--runs", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["line", "web"]
+    assert all("us CPU/delivery" in line for line in lines)
