@@ -21,6 +21,7 @@ import trio
 
 from triochat.cli import CHAT_COMMANDS, ArgumentError, configure_logging, parse_port, run_program
 from triochat.client.early import say
+from triochat.cluster.address import ClusterAddress, parse_cluster_address
 from triochat.history import History
 from triochat.room import Room
 from triochat.server.config import ServerConfig
@@ -58,16 +59,25 @@ async def wait_for_signal_then_shutdown(service: ChatService, nursery: trio.Nurs
 
 
 async def run_chat_server(
-    port: int, host: str | None = None, config: ServerConfig | None = None, *, udp: bool = True
+    port: int,
+    host: str | None = None,
+    config: ServerConfig | None = None,
+    *,
+    udp: bool = True,
+    cluster: ClusterAddress | None = None,
+    reuse_port: bool = False,
 ) -> int:
     """``ChatServer.py``: every dialect in one room (UDP too unless ``udp=False``).
 
+    With ``cluster``, the room is shared with every server using the same Redis (SPEC §10).
     Returns the exit code.
     """
     config = config or ServerConfig()
     console = ChatConsole(log_messages=config.log_messages)
     try:
-        listeners, datagram_sockets = await open_chat_sockets(port, host, udp=udp)
+        listeners, datagram_sockets = await open_chat_sockets(
+            port, host, udp=udp, reuse_port=reuse_port
+        )
     except OSError as error:
         logger.debug("bind failed: %r", error)
         console.line(f"ERR - cannot create ChatServer socket using port number {port}")
@@ -95,18 +105,25 @@ async def run_chat_server(
             if store is not None
             else History(config.history)
         )
-    room = Room(
-        observer=console,
-        outbox_limit=config.outbox_limit,
-        encode_once=config.encode_once,
-        history=history,
-    )
     try:
         async with trio.open_nursery() as nursery:
             if store is not None:
                 # Cancelled with the rest after shutdown has closed the room: its last batch
                 # (written in its finally block) holds every message the room accepted.
                 await nursery.start(store.serve)
+            if cluster is None:
+                room = Room(
+                    observer=console,
+                    outbox_limit=config.outbox_limit,
+                    encode_once=config.encode_once,
+                    history=history,
+                )
+            else:
+                joined = await join_cluster(nursery, cluster, console, config)
+                if joined is None:
+                    nursery.cancel_scope.cancel()
+                    return 1
+                room = joined
             service: ChatService = await nursery.start(
                 partial(
                     serve_chat,
@@ -161,6 +178,35 @@ def server_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     return context
+
+
+async def join_cluster(
+    nursery: trio.Nursery, address: ClusterAddress, console: ChatConsole, config: ServerConfig
+) -> Room | None:
+    """Start this node's share of the cluster room in ``nursery``; None (after an ``ERR``
+    line) if coredis is missing or Redis does not answer."""
+    try:
+        # Imported only here: the default server needs neither coredis nor the cluster code.
+        from triochat.cluster.link import ClusterUnavailable, serve_cluster_room
+    except ImportError as error:
+        logger.debug("cluster import failed: %r", error)
+        console.line("ERR - --cluster needs coredis: pip install 'triochat[cluster]'")
+        return None
+    try:
+        room: Room = await nursery.start(
+            partial(
+                serve_cluster_room,
+                address,
+                console,
+                config.outbox_limit,
+                encode_once=config.encode_once,
+            )
+        )
+    except ClusterUnavailable as error:
+        logger.error("%s", error)
+        console.line(f"ERR - cannot reach the cluster's Redis at {address}")
+        return None
+    return room
 
 
 def raise_open_file_limit() -> None:
@@ -283,6 +329,20 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         "page (https, wss); needs --tls-key",
     )
     parser.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
+    parser.add_argument(
+        "--cluster",
+        type=cluster_address,
+        default=None,
+        metavar="redis://HOST:PORT[/DB]",
+        help="share one room with every server started with the same Redis (7.0 or newer; "
+        "pip install 'triochat[cluster]')",
+    )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="let several servers on this machine listen on the same port (SO_REUSEPORT), "
+        "e.g. nodes of one cluster, one per core",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
@@ -321,10 +381,26 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         return 1
     raise_open_file_limit()
     return run_program(
-        partial(run_chat_server, port, args.host, config, udp=not args.no_udp),
+        partial(
+            run_chat_server,
+            port,
+            args.host,
+            config,
+            udp=not args.no_udp,
+            cluster=args.cluster,
+            reuse_port=args.reuse_port,
+        ),
         verbose=args.verbose,
         is_server=True,
     )
+
+
+def cluster_address(text: str) -> ClusterAddress:
+    """``--cluster``'s argument, or argparse's error."""
+    try:
+        return parse_cluster_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def port_tagged_server_main(argv: Sequence[str] | None = None) -> int:

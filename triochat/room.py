@@ -164,6 +164,19 @@ class Room:
         if name_key(name) in self._members:
             raise NameTaken("Nickname already in use")
 
+    async def reserve(self, member: Member) -> None:
+        """Make sure ``member`` may join under its name; :meth:`join` follows at once.
+
+        A checkpoint. In memory this only checks; a room shared by several processes
+        (``triochat.cluster``) claims the name there, which takes a round trip.
+
+        Raises:
+            InvalidName: the name breaks the naming rules.
+            NameTaken: someone in the room already has it (ignoring case).
+        """
+        await trio.lowlevel.checkpoint()
+        self.check_available(member.name)
+
     def join(self, member: Member) -> None:
         """Add ``member`` to the room.
 

@@ -57,6 +57,7 @@ LAYERS = {
     "file I/O": Layer("file I/O", CORE, no_clock=True),
     "server": Layer("server", CORE | {"room", "member", "clock", "transfer_io", "server"}),
     "client": Layer("client", CORE | {"clock", "transfer_io", "client", "startup"}),
+    "cluster": Layer("cluster", CORE | {"room", "cluster"}, no_clock=True),
     "early start": Layer("early start", frozenset(), no_async=True),
     "command lines": Layer("command lines", frozenset({"*"})),
 }
@@ -70,7 +71,7 @@ def layer_of(path: Path) -> Layer:
         return LAYERS["wire"]
     if parts in (("client", "early"), ("startup",)):
         return LAYERS["early start"]
-    if top in ("server", "client"):
+    if top in ("server", "client", "cluster"):
         return LAYERS[top]
     named = {
         "room": "room",

@@ -71,7 +71,9 @@ async def _take_a_name(
     codec = writer.codec
     if fixed_name is not None:
         try:
-            return admit(room, new_member(fixed_name, None, None), codec)
+            member = new_member(fixed_name, None, None)
+            await room.reserve(member)
+            return admit(room, member, codec)
         except (InvalidName, NameTaken) as error:
             await writer.send_direct(Notice(str(error), is_error=True))
             return None
@@ -93,6 +95,9 @@ async def _take_a_name(
             continue
         try:
             member = new_member(event.name, event.client_id, event.file_port)
+            # The name is claimed first (across the cluster with --cluster), then the join
+            # and the welcome follow in one synchronous step.
+            await room.reserve(member)
             return admit(room, member, codec, history=event.history)
         except (InvalidName, NameTaken) as error:
             await writer.send_direct(Notice(str(error), is_error=True))

@@ -76,24 +76,29 @@ def peer_of(stream: trio.SocketStream) -> tuple[str, int]:
 
 
 async def open_chat_sockets(
-    port: int, host: str | None, *, udp: bool = True
+    port: int, host: str | None, *, udp: bool = True, reuse_port: bool = False
 ) -> tuple[list[trio.SocketListener], list[trio.socket.SocketType]]:
     """TCP listeners on ``port`` and, with ``udp``, UDP sockets on the same number.
 
     ``port=0`` picks a free port that every listener and UDP socket can share.
+    ``reuse_port`` lets other processes bind the same port too (SO_REUSEPORT; the kernel
+    spreads connections and datagram senders over them): nodes of one cluster.
 
     Raises:
         OSError: the port is really busy or not ours to bind.
     """
+    open_listeners = open_reuse_port_listeners if reuse_port else trio.open_tcp_listeners
     for _ in range(BIND_TRIES if port == 0 else 1):
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await open_listeners(port, host=host)
         try:
             bound = _port_of(listeners[0])
             if port == 0 and any(_port_of(listener) != bound for listener in listeners[1:]):
                 # One free port per address family: bind them all to the first one's.
                 await _close_all(listeners)
-                listeners = await trio.open_tcp_listeners(bound, host=host)
-            datagram_sockets = await open_datagram_sockets(bound, host) if udp else []
+                listeners = await open_listeners(bound, host=host)
+            datagram_sockets = (
+                await open_datagram_sockets(bound, host, reuse_port=reuse_port) if udp else []
+            )
         except OSError:
             await _close_all(listeners)
             if port != 0:
@@ -101,6 +106,38 @@ async def open_chat_sockets(
             continue
         return listeners, datagram_sockets
     raise OSError(f"no free port for TCP and UDP after {BIND_TRIES} tries")
+
+
+async def open_reuse_port_listeners(
+    port: int, *, host: str | None = None, backlog: int = 4096
+) -> list[trio.SocketListener]:
+    """What ``trio.open_tcp_listeners`` opens, with SO_REUSEPORT set on every socket.
+
+    Raises:
+        OSError: the port is busy (without SO_REUSEPORT) or not ours to bind.
+    """
+    infos = await trio.socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, type_, proto, _, sockaddr in infos:
+            sock = trio.socket.socket(family, type_, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind(sockaddr)
+                sock.listen(backlog)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        await _close_all(listeners)
+        raise
+    return listeners
 
 
 def _port_of(listener: trio.SocketListener) -> int:

@@ -15,7 +15,9 @@ SOCKET_RECEIVE_BUFFER = 1024 * 1024
 """SO_RCVBUF we ask for (the kernel may cap it): room for bursts while the loop catches up."""
 
 
-async def open_datagram_sockets(port: int, host: str | None) -> list[trio.socket.SocketType]:
+async def open_datagram_sockets(
+    port: int, host: str | None, *, reuse_port: bool = False
+) -> list[trio.socket.SocketType]:
     """Bound UDP sockets on ``port``: one per address family ``host`` resolves to.
 
     With ``host=None`` that is ``0.0.0.0`` and ``::`` (IPv6-only, so they do not clash), as
@@ -24,6 +26,9 @@ async def open_datagram_sockets(port: int, host: str | None) -> list[trio.socket
 
     Raises:
         OSError: the port is busy or not ours to bind.
+
+    ``reuse_port`` sets SO_REUSEPORT: several processes that all ask for it share the port
+    (the kernel keeps each sender's datagrams on one of them).
     """
     infos = await trio.socket.getaddrinfo(
         host, port, type=stdlib_socket.SOCK_DGRAM, flags=stdlib_socket.AI_PASSIVE
@@ -44,6 +49,8 @@ async def open_datagram_sockets(port: int, host: str | None) -> list[trio.socket
             try:
                 if family == stdlib_socket.AF_INET6:
                     sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
+                if reuse_port:
+                    sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
                 try:
                     sock.setsockopt(
                         stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, SOCKET_RECEIVE_BUFFER

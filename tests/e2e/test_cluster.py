@@ -1,0 +1,430 @@
+"""``--cluster``: several ChatServer processes share one room through a real Redis (SPEC §10).
+
+Every test starts its own ``redis-server`` on a free port and its own nodes, and waits for
+lines, never for fixed times. Skipped, with the reason, where Redis cannot be run.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from .harness import TIMEOUT, Harness, Program, RawPeer, free_port, rx
+from .redis_server import RedisServer, skip_without_redis
+from .test_files import MENU, MenuClient, received
+from .test_mixed_room import next_broadcast, obj
+from .test_udp import raw_udp
+
+LOST = (
+    "*** The chat cluster is unreachable: you stay connected, but messages cannot be sent "
+    "until it is back"
+)
+BACK = "*** The chat cluster is reachable again: messages can be sent"
+NOT_SENT = "*** Message not sent: the chat cluster is unreachable; send it again when it is back"
+TAKEN = "*** Nickname already in use"
+LEASE_DEADLINE = 15.0
+"""A dead node's names are free after its lease (5 s) and a heartbeat (1 s): well within."""
+
+
+async def _redis(nursery: trio.Nursery, tmp_path: Path, persistent: bool) -> RedisServer:
+    skip_without_redis()
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(nursery, directory, persistent=persistent)
+    await server.start()
+    return server
+
+
+@pytest.fixture
+async def redis(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A Redis that comes back empty when restarted."""
+    server = await _redis(nursery, tmp_path, persistent=False)
+    try:
+        yield server
+    finally:
+        await server.aclose()
+
+
+@pytest.fixture
+async def durable_redis(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A Redis that keeps every write on disk, so a restart finds its stream again."""
+    server = await _redis(nursery, tmp_path, persistent=True)
+    try:
+        yield server
+    finally:
+        await server.aclose()
+
+
+async def start_node(
+    harness: Harness, redis: RedisServer, label: str, *options: str, port: int = 0
+) -> tuple[Program, int]:
+    """A ChatServer node of the cluster; its port, from its banner."""
+    node = await harness.start(
+        "ChatServer.py",
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--cluster",
+        redis.url,
+        *options,
+        label=label,
+    )
+    banner = rx("ChatServer started with server IP: 127.0.0.1, port: {port} ...")
+    return node, int((await node.expect_next(banner)).group(1))
+
+
+async def line_member(harness: Harness, node: Program, port: int, name: str) -> RawPeer:
+    """A netcat-style member named ``name``, once its node says it joined."""
+    peer = await harness.connect(port, name)
+    await peer.send(f"{name}\n".encode())
+    await node.expect_line(rx(f"{{dt}} :: {name}: connected."))
+    return peer
+
+
+async def wait_for_members(peer: RawPeer, names: set[str]) -> None:
+    """Ask ``/who`` until the answer lists exactly ``names`` (other nodes' joins travel
+    through the stream, so a node learns of them a moment later)."""
+    with trio.fail_after(TIMEOUT):
+        while True:
+            await peer.send(b"/who\n")
+            answer = await peer.expect_line(rx("*** Members: {any}"))
+            if set(answer.group(1).split(", ")) == names:
+                return
+
+
+def received_line(name: str, client_id: str, size: int) -> re.Pattern[str]:
+    return rx(
+        f"Received: IP:127.0.0.1, Port:{{port}}, Client-Nickname:{name}, "
+        f"ClientID:{client_id}, Date/Time:{{dt}}, Msg-Size:{size}"
+    )
+
+
+# --- one room ---------------------------------------------------------------------------------
+
+
+async def test_three_nodes_every_dialect_one_room(
+    harness: Harness, nursery: trio.Nursery, redis: RedisServer
+) -> None:
+    one, port1 = await start_node(harness, redis, "node one")
+    two, port2 = await start_node(harness, redis, "node two")
+    three, port3 = await start_node(harness, redis, "node three")
+
+    lina = await line_member(harness, one, port1, "lina")
+    jay = await harness.connect(port2, "jay")
+    await jay.send(obj(type="nickname", nickname="Jay", clientID="J1", timestamp="x") + b"\n")
+    await two.expect_line(rx("{dt} :: Jay: connected."))
+    ulla = await raw_udp(nursery, "ulla", port3)
+    await ulla.send(b"GREETING ulla")
+    await three.expect_line(rx("{dt} :: ulla: connected."))
+    await wait_for_members(lina, {"lina", "Jay", "ulla"})
+
+    # A line member on node one: everyone else, on every node, in their own dialect.
+    await lina.send(b"hello from one\n")
+    got = await next_broadcast(jay)
+    assert (got["nickname"], got["message"]) == ("lina", "hello from one")
+    await ulla.expect(f"INCOMING 127.0.0.1 {lina.local_port} lina: hello from one".encode())
+    # Each node prints what it sees; Broadcasted: lists its own recipients.
+    for node, recipients in ((one, ""), (two, " Jay"), (three, " ulla")):
+        await node.expect_line(received_line("lina", "-", 14))
+        await node.expect_next(f"Broadcasted:{recipients}")
+
+    # A JSON member on node two, then a datagram member on node three.
+    await jay.send(obj(type="message", nickname="Jay", message="hi from two", timestamp="x"))
+    await jay.send(b"\n")
+    await lina.expect_line("Jay: hi from two")
+    await ulla.expect(b"INCOMING 127.0.0.1 " + str(jay.local_port).encode() + b" Jay: hi from two")
+    await ulla.send(b"MESSAGE and from three")
+    await ulla.expect(f"INCOMING 127.0.0.1 {ulla.port} ulla: and from three".encode())
+    await lina.expect_line("ulla: and from three")
+    got = await next_broadcast(jay)
+    assert (got["nickname"], got["message"]) == ("ulla", "and from three")
+    await three.expect_line(received_line("ulla", "-", 14))
+    await three.expect_next("Broadcasted: ulla")  # a datagram sender hears itself
+
+    # Leaving on one node is seen by /who on another.
+    await jay.send(obj(type="disconnect", nickname="Jay", clientID="J1") + b"\n")
+    await two.expect_line(rx("{dt} :: Jay: disconnected."))
+    await wait_for_members(lina, {"lina", "ulla"})
+
+
+async def test_concurrent_senders_on_three_nodes_see_one_total_order(
+    harness: Harness, redis: RedisServer
+) -> None:
+    """The property: every member's received sequence is the stream's one order, no gaps."""
+    nodes = [await start_node(harness, redis, f"node {index}") for index in range(3)]
+    senders: list[RawPeer] = []
+    watchers: list[RawPeer] = []
+    for index, (node, port) in enumerate(nodes):
+        watchers.append(await line_member(harness, node, port, f"watcher{index}"))
+        for number in range(2):
+            senders.append(await line_member(harness, node, port, f"s{index}{number}"))
+    everyone = {peer.label for peer in senders + watchers}
+    for watcher in watchers:
+        await wait_for_members(watcher, everyone)
+
+    count = 40
+    rng = random.Random(13)
+
+    async def send_all(peer: RawPeer) -> None:
+        # Bursts of random sizes, so that the senders' messages interleave differently.
+        numbers = list(range(count))
+        while numbers:
+            size = rng.randint(1, 8)
+            burst, numbers = numbers[:size], numbers[size:]
+            await peer.send(b"".join(f"{peer.label}-{n}\n".encode() for n in burst))
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        for peer in senders:
+            nursery.start_soon(send_all, peer)
+
+    expected = {peer.label: [f"{peer.label}-{n}" for n in range(count)] for peer in senders}
+    total = sum(len(messages) for messages in expected.values())
+    orders: dict[str, list[str]] = {}
+    for peer in watchers + senders:
+        own = len(expected.get(peer.label, ()))
+        lines = [await peer.next_line() for _ in range(total - own)]
+        orders[peer.label] = [line.split(": ", 1)[1] for line in lines]
+        for line in lines:  # "<sender>: <sender>-<n>": the name and the text agree
+            sender, text = line.split(": ", 1)
+            assert text.rsplit("-", 1)[0] == sender, line
+    reference = orders["watcher0"]
+    # No gaps: every message once; and each sender's messages in the order it sent them.
+    assert sorted(reference) == sorted(m for messages in expected.values() for m in messages)
+    for sender, messages in expected.items():
+        assert [m for m in reference if m.startswith(sender + "-")] == messages
+    # One total order: every member's sequence is the reference without its own messages.
+    for label, order in orders.items():
+        assert order == [m for m in reference if not m.startswith(label + "-")], label
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+async def test_names_are_unique_across_nodes_and_races_have_one_winner(
+    harness: Harness, nursery: trio.Nursery, redis: RedisServer
+) -> None:
+    one, port1 = await start_node(harness, redis, "node one")
+    two, port2 = await start_node(harness, redis, "node two")
+    winners: set[str] = set()
+    for round_ in range(5):
+        name = f"racer{round_}"
+        first = await harness.connect(port1, f"{name} on one")
+        second = await harness.connect(port2, f"{name.upper()} on two")
+        async with trio.open_nursery() as race:
+            race.start_soon(first.send, f"{name}\n".encode())
+            race.start_soon(second.send, f"{name.upper()}\n".encode())
+        # Exactly one of them is told the name is taken; the other is in.
+        loser = await _first_refused(first, second)
+        winner_node, winner = (one, name) if loser is second else (two, name.upper())
+        await winner_node.expect_line(rx(f"{{dt}} :: {winner}: connected."))
+        winners.add(winner)
+
+    # A datagram member on node two cannot take a name held on node one.
+    mia = await line_member(harness, one, port1, "Mia")
+    watcher = await line_member(harness, two, port2, "watcher")
+    await wait_for_members(watcher, winners | {"Mia", "watcher"})
+    copycat = await raw_udp(nursery, "copycat", port2)
+    await copycat.send(b"GREETING mia")
+    await copycat.expect(b"ERROR Nickname already in use")
+    await mia.send(b"still mine\n")
+    await watcher.expect_line("Mia: still mine")
+
+
+async def _first_refused(first: RawPeer, second: RawPeer) -> RawPeer:
+    """Whichever of two racing peers is refused; the other must not be."""
+    refused: list[RawPeer] = []
+
+    async def watch(peer: RawPeer, cancel: trio.CancelScope) -> None:
+        await peer.expect_line(TAKEN)
+        refused.append(peer)
+        cancel.cancel()
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, first, nursery.cancel_scope)
+            nursery.start_soon(watch, second, nursery.cancel_scope)
+    assert len(refused) == 1
+    return refused[0]
+
+
+async def test_a_killed_node_releases_its_names_and_the_others_go_on(
+    harness: Harness, redis: RedisServer
+) -> None:
+    one, port1 = await start_node(harness, redis, "node one")
+    two, port2 = await start_node(harness, redis, "node two")
+    dave = await line_member(harness, one, port1, "dave")
+    await line_member(harness, two, port2, "carol")
+    await wait_for_members(dave, {"dave", "carol"})
+
+    two.kill()
+    await two.wait_exit()
+    # The name is free once node two's lease has run out: take it on node one. A refused
+    # name makes the server take /who as the next try; an accepted one answers it.
+    with trio.fail_after(LEASE_DEADLINE):
+        while True:
+            carol = await harness.connect(port1, "carol again")
+            await carol.send(b"carol\n/who\n")
+            first = await carol.next_line(LEASE_DEADLINE)
+            if first.startswith("*** Members: "):
+                break
+            assert first == TAKEN, first
+            await carol.aclose()
+    await carol.send(b"I am back\n")
+    await dave.expect_line("carol: I am back")
+    await wait_for_members(dave, {"dave", "carol"})
+
+
+# --- Redis outages ----------------------------------------------------------------------------
+
+
+async def test_redis_down_then_back_loses_and_repeats_nothing(
+    harness: Harness, durable_redis: RedisServer
+) -> None:
+    one, port1 = await start_node(harness, durable_redis, "node one")
+    two, port2 = await start_node(harness, durable_redis, "node two")
+    amy = await line_member(harness, one, port1, "amy")
+    ben = await line_member(harness, two, port2, "ben")
+    await wait_for_members(amy, {"amy", "ben"})
+    for n in range(3):
+        await amy.send(f"before {n}\n".encode())
+    for n in range(3):
+        await ben.expect_line(f"amy: before {n}")
+
+    durable_redis.kill()
+    await amy.expect_next(LOST)
+    await ben.expect_next(LOST)
+    await amy.send(b"during\n")
+    await amy.expect_next(NOT_SENT)
+
+    await durable_redis.start()  # the same data, from its append-only file
+    await amy.expect_next(BACK, within=LEASE_DEADLINE)
+    await ben.expect_next(BACK, within=LEASE_DEADLINE)
+    # Both nodes resume after the last entry they handled: nothing again, nothing missing.
+    await amy.send(b"after\n")
+    await ben.expect_next("amy: after")
+    await ben.send(b"welcome back\n")
+    await amy.expect_next("ben: welcome back")
+    # The names survived too.
+    copycat = await harness.connect(port1, "copycat")
+    await copycat.send(b"BEN\n")
+    await copycat.expect_next(TAKEN)
+
+
+async def test_a_hung_redis_is_noticed_and_the_room_resumes(
+    harness: Harness, redis: RedisServer
+) -> None:
+    one, port1 = await start_node(harness, redis, "node one")
+    two, port2 = await start_node(harness, redis, "node two")
+    amy = await line_member(harness, one, port1, "amy")
+    ben = await line_member(harness, two, port2, "ben")
+    await wait_for_members(amy, {"amy", "ben"})
+
+    redis.pause()
+    await amy.expect_next(LOST)
+    await ben.expect_next(LOST)
+    redis.resume()
+    await amy.expect_next(BACK, within=LEASE_DEADLINE)
+    await ben.expect_next(BACK, within=LEASE_DEADLINE)
+    await amy.send(b"still one room\n")
+    await ben.expect_next("amy: still one room")
+
+
+async def test_redis_restarted_empty_gets_names_back_and_chat_goes_on(
+    harness: Harness, redis: RedisServer
+) -> None:
+    one, port1 = await start_node(harness, redis, "node one")
+    two, port2 = await start_node(harness, redis, "node two")
+    amy = await line_member(harness, one, port1, "amy")
+    ben = await line_member(harness, two, port2, "ben")
+    await wait_for_members(amy, {"amy", "ben"})
+
+    await redis.restart()  # empty: no stream, no names, no leases
+    await amy.expect_next(LOST)
+    await ben.expect_next(LOST)
+    await amy.expect_next(BACK, within=LEASE_DEADLINE)
+    await ben.expect_next(BACK, within=LEASE_DEADLINE)
+    # Each node claimed its members' names again before it said so.
+    copycat = await harness.connect(port1, "copycat")
+    await copycat.send(b"Ben\n")
+    await copycat.expect_next(TAKEN)
+    await amy.send(b"after the restart\n")
+    await ben.expect_next("amy: after the restart")
+    await wait_for_members(ben, {"amy", "ben"})
+
+
+# --- files and ports --------------------------------------------------------------------------
+
+
+async def test_a_file_moves_between_menu_members_of_two_nodes(
+    nursery: trio.Nursery, harness: Harness, redis: RedisServer, tmp_path: Path
+) -> None:
+    one, port1 = await start_node(harness, redis, "node one")
+    two, port2 = await start_node(harness, redis, "node two")
+    data = random.Random(7).randbytes(300_000)
+    menus: list[Harness] = []
+    try:
+        alice = await menu_member(menus, nursery, tmp_path, one, port1, "alice", data)
+        bob = await menu_member(menus, nursery, tmp_path, two, port2, "bob")
+        watcher = await line_member(harness, two, port2, "watcher")
+        await wait_for_members(watcher, {"alice", "bob", "watcher"})
+
+        # Bob's node runs the relay; Alice's node tells her which transfer to serve.
+        await bob.request("alice", "notes.bin")
+        await bob.program.expect_line(received("notes.bin", "alice", len(data)))
+        assert (bob.directory / "notes.bin").read_bytes() == data
+        await two.expect_line(rx("{dt} :: File notes.bin: alice -> bob, 300000 bytes, verified."))
+        await alice.message("and chat goes on")
+        await bob.program.expect_line("alice: and chat goes on")
+    finally:
+        for menu in menus:
+            await menu.aclose()
+
+
+async def menu_member(
+    menus: list[Harness],
+    nursery: trio.Nursery,
+    root: Path,
+    node: Program,
+    port: int,
+    name: str,
+    data: bytes | None = None,
+) -> MenuClient:
+    """A menu client in ``root/name`` (holding ``notes.bin`` = ``data``), once joined."""
+    directory = root / name
+    directory.mkdir()
+    if data is not None:
+        (directory / "notes.bin").write_bytes(data)
+    harness = Harness(nursery, directory)
+    menus.append(harness)
+    file_port = free_port()
+    program = await harness.start(
+        "ChatClient.py", "-l", str(file_port), "-p", str(port), label=f"menu {name}"
+    )
+    await program.send_line(name)
+    for line in MENU:
+        await program.expect_next(line)
+    await node.expect_line(rx(f"{{dt}} :: {name}: connected."))
+    return MenuClient(name, program, directory, file_port)
+
+
+async def test_two_nodes_share_one_port(harness: Harness, redis: RedisServer) -> None:
+    _, port = await start_node(harness, redis, "node one", "--reuse-port")
+    _, same = await start_node(harness, redis, "node two", "--reuse-port", port=port)
+    assert same == port
+    peers = []
+    for index in range(8):
+        peer = await harness.connect(port, f"p{index}")
+        await peer.send(f"p{index}\n".encode())
+        peers.append(peer)
+    names = {f"p{index}" for index in range(8)}
+    await wait_for_members(peers[0], names)
+    await peers[0].send(b"one address, every core\n")
+    for peer in peers[1:]:
+        await peer.expect_line("p0: one address, every core")

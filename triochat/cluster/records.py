@@ -1,0 +1,166 @@
+"""What the cluster keeps in Redis, as JSON: name claims and stream entries (pure).
+
+Every stream entry has two fields, ``kind`` and ``data`` (a JSON object):
+
+- ``msg``: an accepted chat message (:class:`MessageRecord`).
+- ``join`` / ``leave``: a member of some node took or gave up its name (:class:`MemberRecord`),
+  so that every node's ``/who`` follows at once instead of at the next heartbeat.
+- ``direct``: an event for one member of one node (:class:`DirectRecord`): the file relay's
+  announcements to an owner on another node.
+
+Names live in one hash, ``name key -> MemberRecord``; a claim belongs to a node while that
+node's lease key exists. Nothing here knows Redis or trio.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from triochat.events import FileAnnouncement, FileFailed, Notice
+
+MSG = "msg"
+JOIN = "join"
+LEAVE = "leave"
+DIRECT = "direct"
+
+
+class BadRecord(ValueError):
+    """A stream entry or claim that this version cannot read (skipped, and logged)."""
+
+
+def _object(data: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError as error:
+        raise BadRecord(f"not JSON: {data[:100]!r}") from error
+    if not isinstance(value, dict):
+        raise BadRecord(f"not an object: {data[:100]!r}")
+    return value
+
+
+def _dump(value: dict[str, Any]) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """A member as the whole cluster knows it: the value of its name claim.
+
+    Attributes:
+        name: its name as typed.
+        node: the node it is connected to.
+        token: this claim's own random token, so that a late release of an earlier claim
+            of the same name never removes a later one.
+        ip: its address as its node sees it.
+        port: its port as its node sees it.
+        client_id: what a JSON client calls its session.
+        file_port: where it serves and receives files (menu clients), if anywhere.
+    """
+
+    name: str
+    node: str
+    token: str
+    ip: str
+    port: int
+    client_id: str = "-"
+    file_port: int | None = None
+
+    def dumps(self) -> str:
+        """As JSON."""
+        return _dump(asdict(self))
+
+    @classmethod
+    def loads(cls, data: str) -> MemberRecord:
+        """From JSON; raises BadRecord."""
+        value = _object(data)
+        try:
+            file_port = value.get("file_port")
+            return cls(
+                name=str(value["name"]),
+                node=str(value["node"]),
+                token=str(value["token"]),
+                ip=str(value["ip"]),
+                port=int(value["port"]),
+                client_id=str(value.get("client_id", "-")),
+                file_port=None if file_port is None else int(file_port),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise BadRecord(f"bad member record: {data[:100]!r}") from error
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """An accepted chat message, with what every node's console shows of its sender."""
+
+    node: str
+    sender: str
+    ip: str
+    port: int
+    client_id: str
+    text: str
+    timestamp: str
+    display_time: str
+
+    def dumps(self) -> str:
+        """As JSON."""
+        return _dump(asdict(self))
+
+    @classmethod
+    def loads(cls, data: str) -> MessageRecord:
+        """From JSON; raises BadRecord."""
+        value = _object(data)
+        try:
+            return cls(
+                node=str(value["node"]),
+                sender=str(value["sender"]),
+                ip=str(value["ip"]),
+                port=int(value["port"]),
+                client_id=str(value["client_id"]),
+                text=str(value["text"]),
+                timestamp=str(value["timestamp"]),
+                display_time=str(value["display_time"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise BadRecord(f"bad message record: {data[:100]!r}") from error
+
+
+DirectEvent = FileAnnouncement | FileFailed | Notice
+"""Events one node may send to a member of another."""
+DIRECT_EVENTS = (FileAnnouncement, FileFailed, Notice)
+"""The same, for ``isinstance``."""
+
+_EVENT_TYPES: dict[str, type[DirectEvent]] = {
+    "file_announcement": FileAnnouncement,
+    "file_failed": FileFailed,
+    "notice": Notice,
+}
+_EVENT_NAMES = {cls: name for name, cls in _EVENT_TYPES.items()}
+
+
+@dataclass(frozen=True)
+class DirectRecord:
+    """An event for the member called ``to`` on ``node``."""
+
+    node: str
+    to: str
+    token: str
+    event: DirectEvent
+
+    def dumps(self) -> str:
+        """As JSON."""
+        event = {"type": _EVENT_NAMES[type(self.event)], **asdict(self.event)}
+        return _dump({"node": self.node, "to": self.to, "token": self.token, "event": event})
+
+    @classmethod
+    def loads(cls, data: str) -> DirectRecord:
+        """From JSON; raises BadRecord."""
+        value = _object(data)
+        try:
+            fields = dict(value["event"])
+            event_type = _EVENT_TYPES[fields.pop("type")]
+            event = event_type(**fields)
+            return cls(str(value["node"]), str(value["to"]), str(value["token"]), event)
+        except (KeyError, TypeError, ValueError) as error:
+            raise BadRecord(f"bad direct record: {data[:100]!r}") from error
