@@ -192,6 +192,7 @@ async def join_cluster(
         logger.debug("cluster import failed: %r", error)
         console.line("ERR - --cluster needs coredis: pip install 'triochat[cluster]'")
         return None
+    failure: BaseException | None = None
     try:
         room: Room = await nursery.start(
             partial(
@@ -202,8 +203,10 @@ async def join_cluster(
                 encode_once=config.encode_once,
             )
         )
-    except ClusterUnavailable as error:
-        logger.error("%s", error)
+    except* ClusterUnavailable as group:  # raised through the cluster's own nursery
+        failure = group.exceptions[0]
+    if failure is not None:
+        logger.error("%s", failure)
         console.line(f"ERR - cannot reach the cluster's Redis at {address}")
         return None
     return room

@@ -6,6 +6,7 @@ lines, never for fixed times. Skipped, with the reason, where Redis cannot be ru
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import re
 from collections.abc import AsyncIterator
@@ -428,3 +429,14 @@ async def test_two_nodes_share_one_port(harness: Harness, redis: RedisServer) ->
     await peers[0].send(b"one address, every core\n")
     for peer in peers[1:]:
         await peer.expect_line("p0: one address, every core")
+
+
+async def test_an_unreachable_redis_is_a_clear_error(harness: Harness) -> None:
+    if importlib.util.find_spec("coredis") is None:
+        pytest.skip("coredis is not installed (pip install -e '.[test]')")
+    finished = await harness.run(
+        "ChatServer.py", "--port", "0", "--cluster", f"redis://127.0.0.1:{free_port()}"
+    )
+    assert finished.code == 1
+    assert finished.stdout[-1].startswith("ERR - cannot reach the cluster's Redis at redis://")
+    assert "Traceback" not in finished.stderr
