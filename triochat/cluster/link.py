@@ -34,7 +34,6 @@ import trio
 from coredis.commands.script import Script
 from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
-from coredis.tokens import PureToken
 
 from triochat.cluster import scripts
 from triochat.cluster.address import ClusterAddress
@@ -122,6 +121,7 @@ class RedisLink:
         self._claim: Script[str] | None = None
         self._release: Script[str] | None = None
         self._heartbeat: Script[str] | None = None
+        self._append: Script[str] | None = None
         self._operations_send, self._operations_receive = trio.open_memory_channel[Operation](
             OPERATIONS_LIMIT
         )
@@ -184,6 +184,7 @@ class RedisLink:
             self._claim = client.register_script(scripts.CLAIM)
             self._release = client.register_script(scripts.RELEASE)
             self._heartbeat = client.register_script(scripts.HEARTBEAT)
+            self._append = client.register_script(scripts.APPEND)
             yield client
 
     async def serve(
@@ -233,7 +234,7 @@ class RedisLink:
             return
         self._up = up
         if up:
-            logger.warning("cluster: linked to Redis at %s", self.address)
+            logger.info("cluster: linked to Redis at %s", self.address)
             room.tell_everyone(BACK_NOTICE)
         else:
             logger.warning("cluster: lost Redis at %s: %r", self.address, failure)
@@ -300,36 +301,48 @@ class RedisLink:
                     room.claim_lost(operation.record)
 
     async def _send_batch(self, client: coredis.Redis[str], batch: list[Operation]) -> list[Any]:
-        assert self._claim is not None and self._release is not None
-        maxlen: dict[str, Any] = {
-            "trim_strategy": PureToken.MAXLEN,
-            "threshold": STREAM_MAXLEN,
-            "trim_operator": PureToken.APPROXIMATELY,
-        }
+        """One pipeline for ``batch``, in order: each run of appended entries is one call of
+        the APPEND script; claims and releases are one call each. A result per operation."""
+        claim, release, append = self._claim, self._release, self._append
+        assert claim is not None and release is not None and append is not None
+        runs: list[int] = []  # operations per command, in pipeline order
         async with client.pipeline(transaction=False) as pipe:
+            entries: list[str] = []
+
+            def flush() -> None:
+                if entries:
+                    append(keys=[self.stream], args=[STREAM_MAXLEN, *entries], client=pipe)
+                    runs.append(len(entries) // 2)
+                    entries.clear()
+
             for operation in batch:
                 if isinstance(operation, PublishMessage):
-                    pipe.xadd(
-                        self.stream, {"kind": "msg", "data": operation.record.dumps()}, **maxlen
-                    )
+                    entries += ["msg", operation.record.dumps()]
                 elif isinstance(operation, SendDirect):
-                    pipe.xadd(
-                        self.stream, {"kind": "direct", "data": operation.record.dumps()}, **maxlen
-                    )
-                elif isinstance(operation, ReleaseName):
-                    record = operation.record
-                    self._release(
-                        keys=[self.names, self.stream],
-                        args=[name_key(record.name), record.token, STREAM_MAXLEN, record.dumps()],
-                        client=pipe,
-                    )
+                    entries += ["direct", operation.record.dumps()]
                 else:
-                    self._claim(
-                        keys=[self.names, self.stream, self.lease],
-                        args=self._claim_args(operation.record),
-                        client=pipe,
-                    )
-        return list(pipe.results or ())
+                    flush()
+                    runs.append(1)
+                    record = operation.record
+                    if isinstance(operation, ReleaseName):
+                        args: list[str | int] = [
+                            name_key(record.name),
+                            record.token,
+                            STREAM_MAXLEN,
+                            record.dumps(),
+                        ]
+                        release(keys=[self.names, self.stream], args=args, client=pipe)
+                    else:
+                        claim(
+                            keys=[self.names, self.stream, self.lease],
+                            args=self._claim_args(record),
+                            client=pipe,
+                        )
+            flush()
+        results: list[Any] = []
+        for count, result in zip(runs, pipe.results or (), strict=True):
+            results += [result] * count
+        return results
 
     async def _beat_forever(self, client: coredis.Redis[str], room: ClusterRoom) -> None:
         while True:
