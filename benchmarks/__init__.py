@@ -8,6 +8,7 @@
     python -m benchmarks.startup          client launch to name received, idle and busy CPUs
     python -m benchmarks.soak             mixed dialects and churn: nothing lost, memory returns
     python -m benchmarks.room_history     what history costs Room.broadcast, in one process
+    python -m benchmarks.cluster          --cluster: 1 node vs 2 nodes through Redis vs in memory
     python -m benchmarks.report           RESULTS.md and plots/ from results/*.json
 
 ``--help`` on each says its options. The rest is plumbing: ``common`` (ports, /proc figures,

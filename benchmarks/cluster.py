@@ -60,9 +60,11 @@ LAYOUTS = (
 )
 
 
-def scenarios(quick: bool) -> list[Scenario]:
+def scenarios(quick: bool, tiny: bool = False) -> list[Scenario]:
     """Fan-out with a window (latency under load), open-loop senders to few readers (how many
     messages per second one room's stream takes), and a paced load (the broker hop)."""
+    if tiny:
+        return [Scenario("flood", "N=4 K=2 M=20 flood", 4, 2, 20, workers=1, idle_timeout=1.5)]
     repeats = 1 if quick else 3
     return [
         Scenario(
@@ -231,13 +233,14 @@ def run_one(layout: Layout, scenario: Scenario, scratch: Path) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> int:
     parser = common.doc_parser("benchmarks.cluster", __doc__)
     parser.add_argument("--quick", action="store_true", help="one run of each")
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke test")
     parser.add_argument("--out-dir", type=Path, default=common.BENCH_DIR, help="where results/ go")
     args = parser.parse_args(argv)
     if shutil.which("redis-server") is None or importlib.util.find_spec("coredis") is None:
         say("needs redis-server (apt-get install redis-server) and coredis (pip install coredis)")
         return 1
     common.raise_nofile()
-    chosen = scenarios(args.quick)
+    chosen = scenarios(args.quick, args.tiny)
     results: dict[str, Any] = {
         "benchmark": "cluster",
         "command": "python -m benchmarks.cluster" + (" --quick" if args.quick else ""),

@@ -7,7 +7,9 @@ scratch output directory, and a report that says which results are missing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -164,3 +166,17 @@ def test_fanout_dialects_tiny() -> None:
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["line", "web"]
     assert all("us CPU/delivery" in line for line in lines)
+
+
+def test_cluster_tiny(tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None or importlib.util.find_spec("coredis") is None:
+        pytest.skip("needs redis-server (apt-get install redis-server) and coredis")
+    result = run_module("cluster", "--tiny", "--out-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "results" / "cluster.json").read_text())
+    rows = data["rows"]
+    assert {r["layout"] for r in rows} == {"memory", "cluster1", "cluster2"}
+    for row in rows:
+        assert "failed" not in row, row
+        assert row["deliveries"] == row["expected"] > 0
+        assert row["duplicates"] == row["out_of_order"] == 0
