@@ -190,9 +190,17 @@ async def test_the_heartbeat_roster_replaces_the_others_and_finds_lost_claims() 
     room.join(alice)
     room.apply("join", other("gone").dumps())
     # Redis restarted empty: only another node's new claim is there, not alice's.
-    lost = room.roster_refreshed([other("bob")])
+    lost = room.roster_refreshed([other("bob")], room.roster_mark())
     assert room.names() == ["alice", "bob"]
     assert [record.name for record in lost] == ["alice"]
+    # A heartbeat's answer older than what the stream said since does not undo it.
+    mark = room.roster_mark()
+    room.apply("join", other("carol").dumps())
+    room.apply("leave", other("bob").dumps())
+    room.roster_refreshed([other("bob")], mark)
+    assert room.names() == ["alice", "carol"]
+    room.roster_refreshed([other("carol")], room.roster_mark())
+    assert room.names() == ["alice", "carol"]
     room.leave(alice)
     assert isinstance(link.submitted[-1], ReleaseName)
     assert room.local_claims() == []

@@ -353,6 +353,7 @@ class RedisLink:
     async def _beat(self, client: coredis.Redis[str], room: ClusterRoom) -> None:
         assert self._heartbeat is not None
         held = [name_key(record.name) for record in room.local_claims()]
+        mark = room.roster_mark()
         values: Any = await self._heartbeat(
             keys=[self.names, self.lease],
             args=[self.node, int(LEASE_SECONDS * 1000), self.lease_prefix, *held],
@@ -364,7 +365,7 @@ class RedisLink:
                 claims.append(MemberRecord.loads(str(value)))
             except BadRecord as error:
                 logger.warning("cluster: claim skipped: %s", error)
-        for record in room.roster_refreshed(claims):
+        for record in room.roster_refreshed(claims, mark):
             # Redis lost this claim (restarted empty, or this node's lease ran out while it
             # could not reach Redis): make it again, or tell the member someone else won.
             if not await self._run_claim(client, record):

@@ -188,6 +188,10 @@ class ClusterRoom(Room):
         self._tokens: dict[str, str] = {}  # name key -> claim token, for local members
         self._reserved: dict[str, Member] = {}  # claimed (or being claimed), not yet joined
         self._remote: dict[str, MemberRecord] = {}  # other nodes' members, by name key
+        # When the stream last changed each remote name (a count of joins and leaves seen),
+        # so that a heartbeat's roster, taken before, cannot undo what the stream said since.
+        self._roster_changes = 0
+        self._changed_at: dict[str, int] = {}
 
     # --- names -------------------------------------------------------------------------------
 
@@ -318,8 +322,14 @@ class ClusterRoom(Room):
             if key in self._tokens
         ]
 
-    def roster_refreshed(self, claims: Iterable[MemberRecord]) -> list[MemberRecord]:
-        """Every live claim, from a heartbeat: keep the other nodes' ones.
+    def roster_mark(self) -> int:
+        """A mark to pass to :meth:`roster_refreshed` with the answer of a heartbeat sent now."""
+        return self._roster_changes
+
+    def roster_refreshed(self, claims: Iterable[MemberRecord], mark: int) -> list[MemberRecord]:
+        """Every live claim, from a heartbeat sent at ``mark``: take the other nodes' ones,
+        except for names whose ``join`` or ``leave`` this node read after ``mark`` (the stream
+        is newer than the heartbeat's answer there).
 
         Returns the claims of this node's members that Redis no longer has (it restarted
         empty, or this node's lease ran out while it could not reach Redis): to make again.
@@ -330,9 +340,13 @@ class ClusterRoom(Room):
             key = name_key(record.name)
             if record.node == self.node:
                 held.add(key)
-            else:
+            elif self._changed_at.get(key, 0) <= mark:
                 remote[key] = record
+        for key, changed in self._changed_at.items():
+            if changed > mark and key in self._remote:
+                remote[key] = self._remote[key]
         self._remote = remote
+        self._changed_at = {k: v for k, v in self._changed_at.items() if v > mark}
         return [record for record in self.local_claims() if name_key(record.name) not in held]
 
     # --- messages ----------------------------------------------------------------------------
@@ -389,19 +403,26 @@ class ClusterRoom(Room):
             elif kind == JOIN:
                 record = MemberRecord.loads(data)
                 if record.node != self.node:
-                    self._remote[name_key(record.name)] = record
+                    key = name_key(record.name)
+                    self._remote[key] = record
+                    self._roster_changed(key)
             elif kind == LEAVE:
                 record = MemberRecord.loads(data)
                 key = name_key(record.name)
                 known = self._remote.get(key)
                 if known is not None and known.token == record.token:
                     del self._remote[key]
+                    self._roster_changed(key)
             elif kind == DIRECT:
                 self._deliver_direct(DirectRecord.loads(data))
             else:
                 logger.warning("stream entry of unknown kind %r skipped", kind)
         except BadRecord as error:
             logger.warning("stream entry skipped: %s", error)
+
+    def _roster_changed(self, key: str) -> None:
+        self._roster_changes += 1
+        self._changed_at[key] = self._roster_changes
 
     def _fan_out(self, record: MessageRecord) -> None:
         message = ChatMessage(
