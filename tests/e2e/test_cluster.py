@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import random
 import re
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -440,3 +441,28 @@ async def test_an_unreachable_redis_is_a_clear_error(harness: Harness) -> None:
     assert finished.code == 1
     assert finished.stdout[-1].startswith("ERR - cannot reach the cluster's Redis at redis://")
     assert "Traceback" not in finished.stderr
+
+
+async def test_a_node_stopped_with_ctrl_c_frees_its_names_at_once(
+    harness: Harness, redis: RedisServer
+) -> None:
+    import coredis
+
+    one, port1 = await start_node(harness, redis, "node one")
+    two, port2 = await start_node(harness, redis, "node two")
+    zed = await line_member(harness, one, port1, "zed")
+    watcher = await line_member(harness, two, port2, "watcher")
+    await wait_for_members(watcher, {"zed", "watcher"})
+
+    one.send_signal(signal.SIGINT)
+    await zed.expect_line("*** Server shutting down")
+    assert await one.wait_exit() == 0
+    one.assert_no_traceback()
+    # Gone from Redis before the node exited: no lease to wait for.
+    async with coredis.Redis(port=redis.port, decode_responses=True) as client:
+        assert await client.hkeys("triochat:{lobby}:names") == ("watcher",)
+        leases = [key async for key in client.scan_iter(match="triochat:{lobby}:node:*")]
+        assert len(leases) == 1
+    # Node two read the leaves from the stream.
+    await wait_for_members(watcher, {"watcher"})
+    await line_member(harness, two, port2, "zed")

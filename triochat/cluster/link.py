@@ -70,6 +70,8 @@ COMMAND_TIMEOUT = 3.0
 """Seconds a command may take before Redis counts as unreachable."""
 CONNECT_TIMEOUT = 2.0
 """Seconds to open a connection to Redis."""
+GOODBYE_TIMEOUT = 0.5
+"""Seconds a node stopping cleanly gives itself to free its names (else its lease runs out)."""
 STARTUP_TIMEOUT = 5.0
 """Seconds a starting node tries to reach Redis before it gives up."""
 BACKOFF_MIN = 0.1
@@ -220,7 +222,7 @@ class RedisLink:
                     finally:
                         self._client = None
                         if room.closing:
-                            await self._say_goodbye(client)
+                            await self._say_goodbye()
             except* LINK_ERRORS as group:
                 failure = group.exceptions[0]
             self._set_up(room, False, failure)
@@ -239,15 +241,37 @@ class RedisLink:
         else:
             logger.warning("cluster: lost Redis at %s: %r", self.address, failure)
             room.tell_everyone(LOST_NOTICE)
+            self._drop_queued(room)
 
-    async def _say_goodbye(self, client: coredis.Redis[str]) -> None:
-        """A clean stop gives the lease and the names back at once."""
-        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+    def _drop_queued(self, room: ClusterRoom) -> None:
+        """Nothing queued waits for Redis to come back: a message would arrive long after
+        its sender was told Redis is away, so it is dropped and its sender told. Claims and
+        releases are left to the heartbeat, which makes this node's claims match its
+        members again once Redis answers; a file announcement fails its transfer."""
+        while True:
             try:
-                script = client.register_script(scripts.GONE)
-                await script(keys=[self.names, self.lease], args=[self.node], client=client)
-            except LINK_ERRORS as error:
-                logger.info("cluster: goodbye not said: %r", error)
+                operation = self._operations_receive.receive_nowait()
+            except trio.WouldBlock:
+                return
+            room.publish_dropped(operation)
+
+    async def _say_goodbye(self) -> None:
+        """A clean stop gives the lease and the names back at once.
+
+        Over a connection of its own: the cancellation that stops the node has already
+        reached the connections of the client it was using.
+        """
+        with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT):
+            try:
+                async with self._connect() as client:
+                    script = client.register_script(scripts.GONE)
+                    await script(
+                        keys=[self.names, self.lease, self.stream],
+                        args=[self.node, STREAM_MAXLEN],
+                        client=client,
+                    )
+            except* LINK_ERRORS as group:
+                logger.info("cluster: goodbye not said: %r", group.exceptions[0])
 
     async def _resume(self, client: coredis.Redis[str], room: ClusterRoom) -> None:
         newest = await client.xrevrange(self.stream, "+", "-", count=1)

@@ -394,6 +394,14 @@ class ClusterRoom(Room):
         ):
             self.tell(operation.sender, MAYBE_NOT_SENT, is_error=True)
 
+    def publish_dropped(self, operation: Operation) -> None:
+        """``operation`` was still queued when the link broke, and will not be sent."""
+        if (
+            isinstance(operation, PublishMessage)
+            and self._members.get(name_key(operation.sender.name)) is operation.sender
+        ):
+            self.tell(operation.sender, NOT_SENT, is_error=True)
+
     def apply(self, kind: str, data: str) -> None:
         """One stream entry, in stream order: fan a message out to this node's members, or
         follow another node's joins and leaves, or deliver a direct event."""

@@ -71,19 +71,21 @@ return live
 return every live claim: each node's roster for ``/who`` and the file relay."""
 
 GONE = """
--- KEYS: names hash, this node's lease key
--- ARGV: node
+-- KEYS: names hash, this node's lease key, stream
+-- ARGV: node, stream max length
 redis.call('DEL', KEYS[2])
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local ok, record = pcall(cjson.decode, all[i + 1])
   if ok and type(record) == 'table' and record['node'] == ARGV[1] then
     redis.call('HDEL', KEYS[1], all[i])
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'kind', 'leave', 'data', all[i + 1])
   end
 end
 return 1
 """
-"""A node stopping cleanly gives back its lease and names at once."""
+"""A node stopping cleanly gives back its lease and names at once, and says so in the
+stream (``leave`` entries), so the other nodes' rosters follow at once too."""
 
 APPEND = """
 -- KEYS: stream
