@@ -235,8 +235,17 @@ class Room:
         Returns:
             The accepted message as recipients see it.
         """
+        message = self._message_from(sender, text, timestamp, received_at)
+        self._fan_out(message, sender)
+        return message
+
+    @staticmethod
+    def _message_from(
+        sender: Member, text: str, timestamp: str | None, received_at: str
+    ) -> ChatMessage:
+        """The message as recipients see it (see :meth:`broadcast`)."""
         display_time = display_time_of(timestamp, received_at) if timestamp else received_at
-        message = ChatMessage(
+        return ChatMessage(
             sender=sender.name,
             text=escape_controls(text),
             timestamp=timestamp if timestamp else received_at,
@@ -244,6 +253,13 @@ class Room:
             sender_ip=sender.ip,
             sender_port=sender.port,
         )
+
+    def _fan_out(self, message: ChatMessage, sender: Member) -> None:
+        """Queue ``message`` for every member but its sender, in one loop; tell the observer.
+
+        A room shared by several processes (``triochat.cluster``) calls this for each message
+        in the shared order, with a stand-in for a sender of another process.
+        """
         delivery = self._delivery(message)
         recipients: list[str] = []
         # Member.deliver_nowait, inline: this loop runs once per member for every message.
@@ -261,7 +277,6 @@ class Room:
         if self.history is not None:
             self.history.record(message)
         self._observer.message_accepted(message, sender, recipients)
-        return message
 
     def private(
         self, sender: Member, to: str, text: str, timestamp: str | None = None, *, received_at: str

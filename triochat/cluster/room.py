@@ -39,8 +39,7 @@ from triochat.cluster.records import (
 )
 from triochat.events import ChatMessage
 from triochat.room import OUTBOX_LIMIT, Delivery, Member, NameTaken, Room, RoomObserver
-from triochat.text import escape_controls, name_key
-from triochat.timestamps import display_time_of
+from triochat.text import name_key
 
 logger = logging.getLogger(__name__)
 
@@ -358,15 +357,7 @@ class ClusterRoom(Room):
 
         If Redis cannot be reached, the sender is told at once that the message was not sent.
         """
-        display_time = display_time_of(timestamp, received_at) if timestamp else received_at
-        message = ChatMessage(
-            sender=sender.name,
-            text=escape_controls(text),
-            timestamp=timestamp if timestamp else received_at,
-            display_time=display_time,
-            sender_ip=sender.ip,
-            sender_port=sender.port,
-        )
+        message = self._message_from(sender, text, timestamp, received_at)
         if not self.link.up:
             self.tell(sender, NOT_SENT, is_error=True)
             return message
@@ -407,7 +398,7 @@ class ClusterRoom(Room):
         follow another node's joins and leaves, or deliver a direct event."""
         try:
             if kind == MSG:
-                self._fan_out(MessageRecord.loads(data))
+                self._fan_out_record(MessageRecord.loads(data))
             elif kind == JOIN:
                 record = MemberRecord.loads(data)
                 if record.node != self.node:
@@ -432,7 +423,7 @@ class ClusterRoom(Room):
         self._roster_changes += 1
         self._changed_at[key] = self._roster_changes
 
-    def _fan_out(self, record: MessageRecord) -> None:
+    def _fan_out_record(self, record: MessageRecord) -> None:
         message = ChatMessage(
             sender=record.sender,
             text=record.text,
@@ -441,25 +432,12 @@ class ClusterRoom(Room):
             sender_ip=record.ip,
             sender_port=record.port,
         )
-        key = name_key(record.sender)
-        sender = self._members.get(key) if record.node == self.node else None
-        delivery = self._delivery(message)
-        recipients: list[str] = []
-        for member in list(self._members.values()):
-            if member is sender and not member.receives_own:
-                continue
-            if member.deliver_nowait(delivery):
-                recipients.append(member.name)
-        self._messages += 1
-        self._deliveries += len(recipients)
-        if sender is None:
-            sender = remote_member(
-                self,
-                MemberRecord(
-                    record.sender, record.node, "", record.ip, record.port, record.client_id
-                ),
-            )
-        self._observer.message_accepted(message, sender, recipients)
+        local = self._members.get(name_key(record.sender)) if record.node == self.node else None
+        sender = local or remote_member(
+            self,
+            MemberRecord(record.sender, record.node, "", record.ip, record.port, record.client_id),
+        )
+        self._fan_out(message, sender)
 
     def _deliver_direct(self, record: DirectRecord) -> None:
         if record.node != self.node:
