@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from triochat.cluster.address import ClusterAddress, parse_cluster_address
 from triochat.cluster.records import (
@@ -234,3 +235,18 @@ async def test_the_room_in_memory_reserves_by_checking_only() -> None:
     room.join(alice)
     with pytest.raises(NameTaken):
         await room.reserve(make_member("Alice")[0])
+
+
+async def test_a_cancelled_claim_does_not_keep_the_name() -> None:
+    class SlowLink(FakeLink):
+        async def claim(self, record: MemberRecord) -> bool:
+            await trio.sleep_forever()
+
+    room = ClusterRoom("node-a", SlowLink())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(room.reserve, make_member("alice")[0])
+        await trio.testing.wait_all_tasks_blocked()
+        assert [record.name for record in room.local_claims()] == ["alice"]
+        nursery.cancel_scope.cancel()  # as a registration timeout would
+    assert room.local_claims() == []
+    room.check_available("alice")

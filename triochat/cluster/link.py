@@ -389,10 +389,23 @@ class RedisLink:
                 claims.append(MemberRecord.loads(str(value)))
             except BadRecord as error:
                 logger.warning("cluster: claim skipped: %s", error)
-        for record in room.roster_refreshed(claims, mark):
-            # Redis lost this claim (restarted empty, or this node's lease ran out while it
-            # could not reach Redis): make it again, or tell the member someone else won.
-            if not await self._run_claim(client, record):
+        lost = room.roster_refreshed(claims, mark)
+        if not lost:
+            return
+        # Redis lost these claims (it restarted empty, or this node's lease ran out while it
+        # could not reach Redis): make them again, all in one round trip, and tell the
+        # members whose name another node took meanwhile.
+        claim = self._claim
+        assert claim is not None
+        async with client.pipeline(transaction=False) as pipe:
+            for record in lost:
+                claim(
+                    keys=[self.names, self.stream, self.lease],
+                    args=self._claim_args(record),
+                    client=pipe,
+                )
+        for record, result in zip(lost, pipe.results or (), strict=True):
+            if int(result) != 1:
                 room.claim_lost(record)
 
 

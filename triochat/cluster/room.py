@@ -18,6 +18,7 @@ represented by a :class:`~triochat.room.Member` whose outbox forwards to its nod
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from collections.abc import Iterable
@@ -246,17 +247,19 @@ class ClusterRoom(Room):
         # heartbeat does not sweep this claim away before the member has joined.
         self._reserved[key] = member
         self._tokens[key] = token
+        won = False
+        reason = "Nickname already in use"
         try:
             won = await self.link.claim(self._record_of(member, token))
         except LinkDown:
-            won = False
             reason = f"{UNREACHABLE}: try again shortly"
-        else:
-            reason = "Nickname already in use"
-        if not won:
-            if self._reserved.get(key) is member:
+        finally:
+            # Refused, unreachable, or cancelled (the registration timed out): the name is
+            # not held here any more; a claim that reached Redis is swept by the heartbeat.
+            if not won and self._reserved.get(key) is member:
                 del self._reserved[key]
                 self._tokens.pop(key, None)
+        if not won:
             raise NameTaken(reason)
 
     def join(self, member: Member) -> None:
@@ -270,7 +273,9 @@ class ClusterRoom(Room):
         if self._reserved.get(key) is member:
             del self._reserved[key]
             if self.closing:
-                self.link.submit(ReleaseName(self._record_of(member, self._tokens.pop(key))))
+                # The heartbeat would sweep the claim anyway; the release is only sooner.
+                with contextlib.suppress(trio.WouldBlock):
+                    self.link.submit(ReleaseName(self._record_of(member, self._tokens.pop(key))))
                 raise NameTaken("Server is shutting down")
         else:
             # A datagram member: registration cannot wait, so the claim follows the join.
