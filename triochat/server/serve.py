@@ -116,6 +116,8 @@ async def open_reuse_port_listeners(
     Raises:
         OSError: the port is busy (without SO_REUSEPORT) or not ours to bind.
     """
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError("SO_REUSEPORT is not available on this platform")
     infos = await trio.socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
