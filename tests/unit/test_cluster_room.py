@@ -16,6 +16,7 @@ from triochat.cluster.records import (
     DirectRecord,
     MemberRecord,
     MessageRecord,
+    can_travel,
 )
 from triochat.cluster.room import (
     MAYBE_NOT_SENT,
@@ -28,7 +29,7 @@ from triochat.cluster.room import (
     ReleaseName,
     SendDirect,
 )
-from triochat.events import ChatMessage, FileAnnouncement, Notice
+from triochat.events import ChatMessage, FileAnnouncement, FileFailed, Notice, Welcome
 from triochat.room import Delivery, NameTaken, Room
 
 from .helpers import NOW, Recorder, make_member
@@ -220,8 +221,15 @@ def test_records_round_trip_and_bad_ones_are_refused() -> None:
     assert MemberRecord.loads(member.dumps()) == member
     message = MessageRecord("n", "s", "1.2.3.4", 5, "c", "text: ünïcode", "t", "d")
     assert MessageRecord.loads(message.dumps()) == message
-    direct = DirectRecord("n", "bob", "tok", Notice("hi", is_error=True, recoverable=True))
-    assert DirectRecord.loads(direct.dumps()) == direct
+    for event in (
+        Notice("hi", is_error=True, recoverable=True),
+        FileAnnouncement("deliver", "tok", "a.txt", "alice"),
+        FileFailed("tok", "a.txt", "alice", "no such file"),
+    ):
+        direct = DirectRecord("n", "bob", "tok", event)
+        assert can_travel(event)
+        assert DirectRecord.loads(direct.dumps()) == direct
+    assert not can_travel(Welcome("bob", ("alice",)))  # not flat: stays on its node
     for bad in ("", "[]", "{}", '{"name": 1}', '{"event": {"type": "chat"}}'):
         for record_type in (MemberRecord, MessageRecord, DirectRecord):
             with pytest.raises(BadRecord):

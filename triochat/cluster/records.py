@@ -14,11 +14,14 @@ node's lease key exists. Nothing here knows Redis or trio.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import asdict, dataclass
+import typing
+from dataclasses import dataclass
 from typing import Any
 
-from triochat.events import FileAnnouncement, FileFailed, Notice
+from triochat import events
+from triochat.events import ServerEvent
 
 MSG = "msg"
 JOIN = "join"
@@ -147,17 +150,17 @@ class MessageRecord:
             raise BadRecord(f"bad message record: {data[:100]!r}") from error
 
 
-DirectEvent = FileAnnouncement | FileFailed | Notice
-"""Events one node may send to a member of another."""
-DIRECT_EVENTS = (FileAnnouncement, FileFailed, Notice)
-"""The same, for ``isinstance``."""
-
-_EVENT_TYPES: dict[str, type[DirectEvent]] = {
-    "file_announcement": FileAnnouncement,
-    "file_failed": FileFailed,
-    "notice": Notice,
+_FLAT = (str, int, float, bool, type(None))
+_SERVER_EVENTS: dict[str, type[Any]] = {
+    event_type.__name__: event_type for event_type in typing.get_args(events.ServerEvent)
 }
-_EVENT_NAMES = {cls: name for name, cls in _EVENT_TYPES.items()}
+
+
+def can_travel(event: ServerEvent) -> bool:
+    """True if ``event`` can go to a member of another node: an event of
+    :mod:`triochat.events` whose every field is a string, a number, a bool or None, which
+    JSON carries exactly (a file announcement, a notice, and whatever flat events come)."""
+    return all(isinstance(getattr(event, f.name), _FLAT) for f in dataclasses.fields(event))
 
 
 @dataclass(frozen=True)
@@ -167,11 +170,11 @@ class DirectRecord:
     node: str
     to: str
     token: str
-    event: DirectEvent
+    event: ServerEvent
 
     def dumps(self) -> str:
-        """As JSON."""
-        event = {"type": _EVENT_NAMES[type(self.event)], **asdict(self.event)}
+        """As JSON; the event by its class name (one of ``triochat.events.ServerEvent``)."""
+        event = {"type": type(self.event).__name__, **dataclasses.asdict(self.event)}
         return _dump({"node": self.node, "to": self.to, "token": self.token, "event": event})
 
     @classmethod
@@ -180,8 +183,10 @@ class DirectRecord:
         value = _object(data)
         try:
             fields = dict(value["event"])
-            event_type = _EVENT_TYPES[fields.pop("type")]
-            event = event_type(**fields)
+            event_type = _SERVER_EVENTS[str(fields.pop("type"))]
+            event: ServerEvent = event_type(**fields)
+            if not can_travel(event):
+                raise ValueError("not a flat event")
             return cls(str(value["node"]), str(value["to"]), str(value["token"]), event)
         except (KeyError, TypeError, ValueError) as error:
             raise BadRecord(f"bad direct record: {data[:100]!r}") from error

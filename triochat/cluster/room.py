@@ -29,7 +29,6 @@ import trio
 
 from triochat.cluster.records import (
     DIRECT,
-    DIRECT_EVENTS,
     JOIN,
     LEAVE,
     MSG,
@@ -37,6 +36,7 @@ from triochat.cluster.records import (
     DirectRecord,
     MemberRecord,
     MessageRecord,
+    can_travel,
 )
 from triochat.events import ChatMessage
 from triochat.room import OUTBOX_LIMIT, Delivery, Member, NameTaken, Room, RoomObserver
@@ -126,7 +126,7 @@ class _RemoteOutbox:
 
     def send_nowait(self, delivery: Delivery) -> None:
         event = delivery.event
-        if not isinstance(event, DIRECT_EVENTS) or not self._room.link.up:
+        if not can_travel(event) or not self._room.link.up:
             raise trio.ClosedResourceError("cannot reach that member's node")
         record = DirectRecord(self._record.node, self._record.name, self._record.token, event)
         try:
