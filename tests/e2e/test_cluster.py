@@ -7,6 +7,7 @@ lines, never for fixed times. Skipped, with the reason, where Redis cannot be ru
 from __future__ import annotations
 
 import importlib.util
+import json
 import random
 import re
 import signal
@@ -262,11 +263,20 @@ async def test_a_killed_node_releases_its_names_and_the_others_go_on(
     one, port1 = await start_node(harness, redis, "node one")
     two, port2 = await start_node(harness, redis, "node two")
     dave = await line_member(harness, one, port1, "dave")
-    await line_member(harness, two, port2, "carol")
+    first_carol = await line_member(harness, two, port2, "carol")
     await wait_for_members(dave, {"dave", "carol"})
 
+    # Node two dies in the middle of a burst: what Redis accepted from it reaches dave, all
+    # of it, in order, once; what it had not sent yet was never accepted.
+    await first_carol.send(b"".join(f"burst {n}\n".encode() for n in range(300)))
+    await dave.expect_next("carol: burst 0")
     two.kill()
     await two.wait_exit()
+    accepted = await accepted_texts(redis, "carol")
+    assert accepted[:1] == ["burst 0"]
+    assert accepted == [f"burst {n}" for n in range(len(accepted))]
+    for text in accepted[1:]:
+        await dave.expect_next(f"carol: {text}")
     # The name is free once node two's lease has run out: take it on node one. A refused
     # name makes the server take /who as the next try; an accepted one answers it.
     with trio.fail_after(LEASE_DEADLINE):
@@ -281,6 +291,21 @@ async def test_a_killed_node_releases_its_names_and_the_others_go_on(
     await carol.send(b"I am back\n")
     await dave.expect_line("carol: I am back")
     await wait_for_members(dave, {"dave", "carol"})
+
+
+async def accepted_texts(redis: RedisServer, sender: str) -> list[str]:
+    """The texts of ``sender``'s messages in the room's stream, in stream order."""
+    import coredis
+
+    async with coredis.Redis(port=redis.port, decode_responses=True) as client:
+        entries = await client.xrange("triochat:{lobby}:stream")
+    texts = []
+    for entry in entries:
+        if entry.field_values["kind"] == "msg":
+            message = json.loads(entry.field_values["data"])
+            if message["sender"] == sender:
+                texts.append(str(message["text"]))
+    return texts
 
 
 # --- Redis outages ----------------------------------------------------------------------------
