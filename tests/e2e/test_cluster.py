@@ -157,9 +157,10 @@ async def test_three_nodes_every_dialect_one_room(
 
 
 async def test_concurrent_senders_on_three_nodes_see_one_total_order(
-    harness: Harness, redis: RedisServer
+    harness: Harness, nursery: trio.Nursery, redis: RedisServer
 ) -> None:
-    """The property: every member's received sequence is the stream's one order, no gaps."""
+    """The property: every member's received sequence is the stream's one order, no gaps,
+    whatever its node and its dialect."""
     nodes = [await start_node(harness, redis, f"node {index}") for index in range(3)]
     senders: list[RawPeer] = []
     watchers: list[RawPeer] = []
@@ -167,7 +168,15 @@ async def test_concurrent_senders_on_three_nodes_see_one_total_order(
         watchers.append(await line_member(harness, node, port, f"watcher{index}"))
         for number in range(2):
             senders.append(await line_member(harness, node, port, f"s{index}{number}"))
-    everyone = {peer.label for peer in senders + watchers}
+    # A JSON watcher on node 1 and a datagram watcher on node 2.
+    (node1, port1), (node2, port2) = nodes[1], nodes[2]
+    jason = await harness.connect(port1, "jason")
+    await jason.send(obj(type="nickname", nickname="jason", clientID="J", timestamp="x") + b"\n")
+    await node1.expect_line(rx("{dt} :: jason: connected."))
+    ulla = await raw_udp(nursery, "ulla", port2)
+    await ulla.send(b"GREETING ulla")
+    await node2.expect_line(rx("{dt} :: ulla: connected."))
+    everyone = {peer.label for peer in senders + watchers} | {"jason", "ulla"}
     for watcher in watchers:
         await wait_for_members(watcher, everyone)
 
@@ -197,6 +206,20 @@ async def test_concurrent_senders_on_three_nodes_see_one_total_order(
         for line in lines:  # "<sender>: <sender>-<n>": the name and the text agree
             sender, text = line.split(": ", 1)
             assert text.rsplit("-", 1)[0] == sender, line
+    broadcasts = [await next_broadcast(jason) for _ in range(total)]
+    orders["jason"] = [str(b["message"]) for b in broadcasts]
+    assert all(str(b["message"]).startswith(f"{b['nickname']}-") for b in broadcasts)
+    incoming = rx("INCOMING 127.0.0.1 {port} {any}")
+    datagrams = []
+    for _ in range(total):
+        with trio.fail_after(TIMEOUT):
+            line = (await ulla.receive()).decode()
+        match = incoming.fullmatch(line)
+        assert match is not None, line
+        sender, text = match.group(2).split(": ", 1)
+        assert text.rsplit("-", 1)[0] == sender, line
+        datagrams.append(text)
+    orders["ulla"] = datagrams
     reference = orders["watcher0"]
     # No gaps: every message once; and each sender's messages in the order it sent them.
     assert sorted(reference) == sorted(m for messages in expected.values() for m in messages)

@@ -50,10 +50,14 @@ class RawUdp:
                 data, _ = await self.socket.recvfrom(70_000)
                 self._send.send_nowait(data)
 
+    async def receive(self) -> bytes:
+        """The next datagram received."""
+        return await self._receive.receive()
+
     async def expect(self, data: bytes) -> None:
         """The next datagram received must be exactly ``data``."""
         with trio.fail_after(TIMEOUT):
-            got = await self._receive.receive()
+            got = await self.receive()
         assert got == data, f"{self.label}: expected {data!r}, got {got!r}"
 
     def assert_nothing_more(self) -> None:
