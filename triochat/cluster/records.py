@@ -18,6 +18,7 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from triochat import events
@@ -156,11 +157,39 @@ _SERVER_EVENTS: dict[str, type[Any]] = {
 }
 
 
+def _is_flat(value: object) -> bool:
+    return isinstance(value, _FLAT) or (isinstance(value, Enum) and isinstance(value.value, _FLAT))
+
+
 def can_travel(event: ServerEvent) -> bool:
     """True if ``event`` can go to a member of another node: an event of
-    :mod:`triochat.events` whose every field is a string, a number, a bool or None, which
-    JSON carries exactly (a file announcement, a notice, and whatever flat events come)."""
-    return all(isinstance(getattr(event, f.name), _FLAT) for f in dataclasses.fields(event))
+    :mod:`triochat.events` whose every field is a string, a number, a bool, None or an enum
+    of those, which JSON carries exactly (a file announcement, a notice, and whatever flat
+    events come)."""
+    return all(_is_flat(getattr(event, f.name)) for f in dataclasses.fields(event))
+
+
+def _event_fields(event: ServerEvent) -> dict[str, Any]:
+    fields: dict[str, Any] = {"type": type(event).__name__}
+    for field in dataclasses.fields(event):
+        value = getattr(event, field.name)
+        fields[field.name] = value.value if isinstance(value, Enum) else value
+    return fields
+
+
+def _event_from(fields: dict[str, Any]) -> ServerEvent:
+    """The event ``_event_fields`` described; enum fields back to their enum.
+
+    Raises KeyError, TypeError or ValueError for anything else.
+    """
+    event_type = _SERVER_EVENTS[str(fields.pop("type"))]
+    for name, hint in typing.get_type_hints(event_type).items():
+        if isinstance(hint, type) and issubclass(hint, Enum) and name in fields:
+            fields[name] = hint(fields[name])
+    event: ServerEvent = event_type(**fields)
+    if not can_travel(event):
+        raise ValueError("not a flat event")
+    return event
 
 
 @dataclass(frozen=True)
@@ -174,7 +203,7 @@ class DirectRecord:
 
     def dumps(self) -> str:
         """As JSON; the event by its class name (one of ``triochat.events.ServerEvent``)."""
-        event = {"type": type(self.event).__name__, **dataclasses.asdict(self.event)}
+        event = _event_fields(self.event)
         return _dump({"node": self.node, "to": self.to, "token": self.token, "event": event})
 
     @classmethod
@@ -182,11 +211,7 @@ class DirectRecord:
         """From JSON; raises BadRecord."""
         value = _object(data)
         try:
-            fields = dict(value["event"])
-            event_type = _SERVER_EVENTS[str(fields.pop("type"))]
-            event: ServerEvent = event_type(**fields)
-            if not can_travel(event):
-                raise ValueError("not a flat event")
+            event = _event_from(dict(value["event"]))
             return cls(str(value["node"]), str(value["to"]), str(value["token"]), event)
         except (KeyError, TypeError, ValueError) as error:
             raise BadRecord(f"bad direct record: {data[:100]!r}") from error
