@@ -514,3 +514,22 @@ async def test_a_node_stopped_with_ctrl_c_frees_its_names_at_once(
     # Node two read the leaves from the stream.
     await wait_for_members(watcher, {"watcher"})
     await line_member(harness, two, port2, "zed")
+
+
+async def test_without_coredis_cluster_is_one_err_line_and_the_default_needs_none(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "blocked"
+    (blocked / "coredis").mkdir(parents=True)
+    (blocked / "coredis" / "__init__.py").write_text("raise ImportError('not installed')\n")
+    monkeypatch.setenv("PYTHONPATH", str(blocked))
+    finished = await harness.run(
+        "ChatServer.py", "--port", "0", "--cluster", "redis://127.0.0.1:6379"
+    )
+    assert finished.code == 1
+    assert finished.stdout == ["ERR - --cluster needs coredis: pip install 'triochat[cluster]'"]
+    # Without --cluster nothing imports it.
+    _, port = await harness.start_chat_server()
+    peer = await harness.connect(port, "solo")
+    await peer.send(b"solo\n/who\n")
+    await peer.expect_line("*** Members: solo")
