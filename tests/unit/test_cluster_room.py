@@ -29,7 +29,14 @@ from triochat.cluster.room import (
     ReleaseName,
     SendDirect,
 )
-from triochat.events import ChatMessage, FileAnnouncement, FileFailed, Notice, Welcome
+from triochat.events import (
+    ChatMessage,
+    FileAnnouncement,
+    FileFailed,
+    Notice,
+    TransferRole,
+    Welcome,
+)
 from triochat.room import Delivery, NameTaken, Room
 
 from .helpers import NOW, Recorder, make_member
@@ -145,7 +152,7 @@ async def test_other_nodes_members_are_listed_found_and_reached_through_the_stre
         room.check_available("BOB")
     found = room.find("Bob")
     assert found is not None and (found.ip, found.file_port) == ("10.0.0.2", 6001)
-    announcement = FileAnnouncement("fetch", "tok", "notes.txt", "alice")
+    announcement = FileAnnouncement(TransferRole.FETCH, "tok", "notes.txt", "alice")
     assert found.deliver_nowait(Delivery(announcement))
     (sent,) = link.submitted
     assert isinstance(sent, SendDirect)
@@ -164,7 +171,7 @@ async def test_direct_events_reach_only_the_member_they_were_meant_for() -> None
     await room.reserve(alice)
     room.join(alice)
     (claim,) = link.claims
-    event = FileAnnouncement("fetch", "tok", "notes.txt", "bob")
+    event = FileAnnouncement(TransferRole.FETCH, "tok", "notes.txt", "bob")
     room.apply("direct", DirectRecord("node-b", "alice", claim.token, event).dumps())
     room.apply("direct", DirectRecord("node-a", "alice", "someone-else", event).dumps())
     assert texts(alice_box) == []
@@ -223,7 +230,7 @@ def test_records_round_trip_and_bad_ones_are_refused() -> None:
     assert MessageRecord.loads(message.dumps()) == message
     for event in (
         Notice("hi", is_error=True, recoverable=True),
-        FileAnnouncement("deliver", "tok", "a.txt", "alice"),
+        FileAnnouncement(TransferRole.DELIVER, "tok", "a.txt", "alice"),
         FileFailed("tok", "a.txt", "alice", "no such file"),
     ):
         direct = DirectRecord("n", "bob", "tok", event)
