@@ -119,7 +119,7 @@ async def run_chat_server(
                     history=history,
                 )
             else:
-                joined = await join_cluster(nursery, cluster, console, config)
+                joined = await join_cluster(nursery, cluster, console, config, history)
                 if joined is None:
                     nursery.cancel_scope.cancel()
                     return 1
@@ -181,7 +181,11 @@ def server_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext:
 
 
 async def join_cluster(
-    nursery: trio.Nursery, address: ClusterAddress, console: ChatConsole, config: ServerConfig
+    nursery: trio.Nursery,
+    address: ClusterAddress,
+    console: ChatConsole,
+    config: ServerConfig,
+    history: History | None,
 ) -> Room | None:
     """Start this node's share of the cluster room in ``nursery``; None (after an ``ERR``
     line) if coredis is missing or Redis does not answer."""
@@ -201,6 +205,7 @@ async def join_cluster(
                 console,
                 config.outbox_limit,
                 encode_once=config.encode_once,
+                history=history,
             )
         )
     except* ClusterUnavailable as group:  # raised through the cluster's own nursery

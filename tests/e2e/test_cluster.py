@@ -97,7 +97,10 @@ async def wait_for_members(peer: RawPeer, names: set[str]) -> None:
         while True:
             await peer.send(b"/who\n")
             answer = await peer.expect_line(rx("*** Members: {any}"))
-            if set(answer.group(1).split(", ")) == names:
+            listed = answer.group(1).split(", ")
+            for name in listed:  # then one line per member: its dialect and idle time
+                await peer.expect_next(rx(f"***   {name} ({{any}})"))
+            if set(listed) == names:
                 return
 
 
@@ -533,3 +536,26 @@ async def test_without_coredis_cluster_is_one_err_line_and_the_default_needs_non
     peer = await harness.connect(port, "solo")
     await peer.send(b"solo\n/who\n")
     await peer.expect_line("*** Members: solo")
+
+
+async def test_private_messages_renames_and_presence_cross_nodes(
+    harness: Harness, redis: RedisServer
+) -> None:
+    one, port1 = await start_node(harness, redis, "node one")
+    two, port2 = await start_node(harness, redis, "node two")
+    amy = await line_member(harness, one, port1, "amy")
+    ben = await line_member(harness, two, port2, "ben")
+    await wait_for_members(amy, {"amy", "ben"})
+
+    await amy.send(b"/msg BEN just for you\n")
+    await ben.expect_next("amy (private): just for you")
+    await ben.send(b"/nick AMY\n")  # held on node one
+    await ben.expect_next("*** Cannot rename to 'AMY': Nickname already in use")
+    await ben.send(b"/nick benedict\n")
+    await wait_for_members(amy, {"amy", "benedict"})
+    await amy.send(b"/msg benedict still you?\n")
+    await ben.expect_line("amy (private): still you?")
+    await ben.send(b"/who\n")
+    await ben.expect_line("*** Members: benedict, amy")
+    await ben.expect_next(rx("***   benedict (line, idle {any})"))
+    await ben.expect_next(rx("***   amy (line, idle {any})"))

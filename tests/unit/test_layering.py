@@ -57,7 +57,7 @@ LAYERS = {
     "file I/O": Layer("file I/O", CORE, no_clock=True),
     "server": Layer("server", CORE | {"room", "member", "clock", "transfer_io", "server"}),
     "client": Layer("client", CORE | {"clock", "transfer_io", "client", "startup"}),
-    "cluster": Layer("cluster", CORE | {"room", "cluster"}, no_clock=True),
+    "cluster": Layer("cluster", CORE | {"room", "member", "history", "cluster"}, no_clock=True),
     "early start": Layer("early start", frozenset(), no_async=True),
     "command lines": Layer("command lines", frozenset({"*"})),
 }

@@ -49,6 +49,7 @@ from triochat.cluster.room import (
     ReleaseName,
     SendDirect,
 )
+from triochat.history import History
 from triochat.room import RoomObserver
 from triochat.text import name_key
 
@@ -64,6 +65,9 @@ HEARTBEAT_SECONDS = 1.0
 """How often a node renews its lease and refreshes its roster."""
 BLOCK_MS = 1000
 """How long one XREAD waits for entries; a shorter wait than :data:`COMMAND_TIMEOUT`."""
+HISTORY_SCAN = 2
+"""A starting node reads this many stream entries per message of history it keeps (joins,
+leaves and file announcements share the stream with the messages)."""
 READ_COUNT = 256
 """Most entries one XREAD returns: fewer than a member's outbox holds."""
 COMMAND_TIMEOUT = 3.0
@@ -277,8 +281,18 @@ class RedisLink:
         newest = await client.xrevrange(self.stream, "+", "-", count=1)
         newest_id = str(newest[0].identifier) if newest else None
         if self.last_id is None:
-            # A new node: members get what is accepted from now on.
+            # A new node: members get what is accepted from now on; the room's history is
+            # the stream's, so the node's starts with its last messages.
             self.last_id = newest_id or "0-0"
+            if room.history is not None and newest_id is not None:
+                recent = await client.xrevrange(
+                    self.stream, newest_id, "-", count=room.history.limit * HISTORY_SCAN
+                )
+                room.preload_history(
+                    str(entry.field_values.get("data", ""))
+                    for entry in reversed(recent)
+                    if entry.field_values.get("kind") == "msg"
+                )
         elif newest_id is None or _id_order(newest_id) < _id_order(self.last_id):
             # Redis came back without the entries this node had read (restarted empty):
             # everything the stream holds now is new here.
@@ -415,10 +429,11 @@ async def serve_cluster_room(
     outbox_limit: int | None = None,
     *,
     encode_once: bool = True,
+    history: History | None = None,
     task_status: trio.TaskStatus[ClusterRoom] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a node's share of the cluster room until cancelled; report the room once Redis
-    answered.
+    answered. With ``history``, the node's history starts with the stream's last messages.
 
     Raises:
         ClusterUnavailable: Redis did not answer at the start.
@@ -430,6 +445,7 @@ async def serve_cluster_room(
         link,
         observer,
         encode_once=encode_once,
+        history=history,
         **({} if outbox_limit is None else {"outbox_limit": outbox_limit}),
     )
     async with trio.open_nursery() as nursery:

@@ -61,6 +61,7 @@ class MemberRecord:
         port: its port as its node sees it.
         client_id: what a JSON client calls its session.
         file_port: where it serves and receives files (menu clients), if anywhere.
+        dialect: how it speaks (``/who`` shows it).
     """
 
     name: str
@@ -70,6 +71,7 @@ class MemberRecord:
     port: int
     client_id: str = "-"
     file_port: int | None = None
+    dialect: str = "line"
 
     def dumps(self) -> str:
         """As JSON."""
@@ -82,6 +84,7 @@ class MemberRecord:
                 "port": self.port,
                 "client_id": self.client_id,
                 "file_port": self.file_port,
+                "dialect": self.dialect,
             }
         )
 
@@ -99,6 +102,7 @@ class MemberRecord:
                 port=int(value["port"]),
                 client_id=str(value.get("client_id", "-")),
                 file_port=None if file_port is None else int(file_port),
+                dialect=str(value.get("dialect", "line")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise BadRecord(f"bad member record: {data[:100]!r}") from error

@@ -38,7 +38,8 @@ from triochat.cluster.records import (
     MessageRecord,
     can_travel,
 )
-from triochat.events import ChatMessage
+from triochat.events import ChatMessage, Dialect, MemberInfo, Presence
+from triochat.history import History
 from triochat.room import OUTBOX_LIMIT, Delivery, Member, NameTaken, Room, RoomObserver
 from triochat.text import name_key
 
@@ -181,8 +182,9 @@ class ClusterRoom(Room):
         outbox_limit: int = OUTBOX_LIMIT,
         *,
         encode_once: bool = True,
+        history: History | None = None,
     ) -> None:
-        super().__init__(observer, outbox_limit, encode_once=encode_once)
+        super().__init__(observer, outbox_limit, encode_once=encode_once, history=history)
         self.node = node
         self.link = link
         self._tokens: dict[str, str] = {}  # name key -> claim token, for local members
@@ -226,7 +228,51 @@ class ClusterRoom(Room):
             port=member.port,
             client_id=member.client_id,
             file_port=member.file_port,
+            dialect=member.dialect.value,
         )
+
+    def presence(self, now: float) -> Presence:
+        """This node's members with their dialect and idle time, then the other nodes'
+        members with their dialect (their idle time is their own node's: shown as 0)."""
+        local = super().presence(now).members
+        remote = []
+        for record in self._remote.values():
+            try:
+                dialect = Dialect(record.dialect)
+            except ValueError:
+                dialect = Dialect.LINE
+            remote.append(MemberInfo(record.name, dialect, 0.0))
+        return Presence(local + tuple(remote))
+
+    def rename(self, member: Member, new_name: str) -> str:
+        """Rename at once as far as this node knows, then claim the new name in Redis and
+        give the old one back; if another node won the new name meanwhile, the member is
+        told and disconnected (as a datagram member whose join lost its claim).
+
+        Raises:
+            InvalidName: the new name breaks the naming rules.
+            NameTaken: someone on some node has it as far as this node knows, or Redis is
+                unreachable.
+        """
+        old_key, new_key = name_key(member.name), name_key(new_name)
+        if new_key != old_key:
+            if new_key in self._remote or new_key in self._reserved:
+                raise NameTaken("Nickname already in use")
+            if not self.link.up:
+                raise NameTaken(f"{UNREACHABLE}: try again shortly")
+        old_record = self._record_of(member, self._tokens.get(old_key, ""))
+        old = super().rename(member, new_name)
+        token = secrets.token_hex(8)
+        self._tokens.pop(old_key, None)
+        self._tokens[new_key] = token
+        try:
+            self.link.submit(ClaimName(self._record_of(member, token), member))
+            if new_key != old_key and old_record.token:
+                self.link.submit(ReleaseName(old_record))
+        except trio.WouldBlock:
+            # The heartbeat claims the new name and sweeps the old one.
+            logger.info("rename of %r left to the heartbeat", old)
+        return old
 
     async def reserve(self, member: Member) -> None:
         """Claim ``member.name`` in Redis, so that :meth:`join` may follow at once.
@@ -424,19 +470,24 @@ class ClusterRoom(Room):
         except BadRecord as error:
             logger.warning("stream entry skipped: %s", error)
 
+    def preload_history(self, messages: Iterable[str]) -> None:
+        """Start this node's history with the stream's last messages (JSON, oldest first)."""
+        if self.history is None:
+            return
+        for data in messages:
+            try:
+                record = MessageRecord.loads(data)
+            except BadRecord as error:
+                logger.warning("history entry skipped: %s", error)
+                continue
+            self.history.record(_message_of(record))
+
     def _roster_changed(self, key: str) -> None:
         self._roster_changes += 1
         self._changed_at[key] = self._roster_changes
 
     def _fan_out_record(self, record: MessageRecord) -> None:
-        message = ChatMessage(
-            sender=record.sender,
-            text=record.text,
-            timestamp=record.timestamp,
-            display_time=record.display_time,
-            sender_ip=record.ip,
-            sender_port=record.port,
-        )
+        message = _message_of(record)
         local = self._members.get(name_key(record.sender)) if record.node == self.node else None
         sender = local or remote_member(
             self,
@@ -458,3 +509,14 @@ class ClusterRoom(Room):
         """A notice to every member of this node."""
         for member in list(self._members.values()):
             self.tell(member, text, is_error=is_error)
+
+
+def _message_of(record: MessageRecord) -> ChatMessage:
+    return ChatMessage(
+        sender=record.sender,
+        text=record.text,
+        timestamp=record.timestamp,
+        display_time=record.display_time,
+        sender_ip=record.ip,
+        sender_port=record.port,
+    )
