@@ -37,6 +37,7 @@ from triochat.events import (
     TransferRole,
     Welcome,
 )
+from triochat.history import History
 from triochat.room import Delivery, NameTaken, Room
 
 from .helpers import NOW, Recorder, make_member
@@ -265,3 +266,12 @@ async def test_a_cancelled_claim_does_not_keep_the_name() -> None:
         nursery.cancel_scope.cancel()  # as a registration timeout would
     assert room.local_claims() == []
     room.check_available("alice")
+
+
+async def test_history_is_the_streams_order_and_starts_with_its_last_messages() -> None:
+    room = ClusterRoom("node-a", FakeLink(), history=History(3))
+    old = [MessageRecord("node-b", "carol", "ip", 1, "-", f"old {n}", NOW, NOW) for n in range(2)]
+    room.preload_history(record.dumps() for record in old)
+    room.apply("msg", MessageRecord("node-b", "carol", "ip", 1, "-", "new", NOW, NOW).dumps())
+    assert room.history is not None
+    assert [m.text for m in room.history.recent()] == ["old 0", "old 1", "new"]
