@@ -9,7 +9,6 @@ travel through the members' real outboxes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Awaitable, Callable, Iterator
@@ -20,6 +19,7 @@ from typing import Any
 
 import trio
 import trio.testing
+import xxhash
 
 from triochat.client.file_agent import FileAgent
 from triochat.events import FileAnnouncement, FileFailed, FileRequest, ServerEvent
@@ -102,7 +102,7 @@ def frames_of(data: bytes, chunk: int = 1000) -> list[bytes]:
 
 
 def end_of(data: bytes) -> bytes:
-    return encode_end(len(data), hashlib.sha256(data).digest())
+    return encode_end(len(data), xxhash.xxh3_128_digest(data))
 
 
 def delivery(data: bytes, token: str = TOKEN, chunk: int = 1000) -> bytes:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import struct
-import zlib
 
 import pytest
+import xxhash
+from crc32c import crc32c
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,7 +45,7 @@ def file_stream(chunks: list[bytes]) -> bytes:
     """A complete, valid stream: one data frame per chunk, then the end frame."""
     data = b"".join(chunks)
     return b"".join(encode_data(chunk) for chunk in chunks) + encode_end(
-        len(data), hashlib.sha256(data).digest()
+        len(data), xxhash.xxh3_128_digest(data)
     )
 
 
@@ -92,8 +92,8 @@ class Outcome:
 
 
 def test_data_frame_layout_is_byte_exact() -> None:
-    # CRC-32 check value of "123456789" is 0xCBF43926 (ISO-HDLC / zlib / Ethernet).
-    assert encode_data(b"123456789") == b"D\x00\x00\x00\x09123456789\xcb\xf4\x39\x26"
+    # CRC-32C check value of "123456789" is 0xE3069283 (Castagnoli, as in iSCSI and ext4).
+    assert encode_data(b"123456789") == b"D\x00\x00\x00\x09123456789\xe3\x06\x92\x83"
 
 
 def test_empty_data_frame_is_nine_bytes() -> None:
@@ -106,21 +106,21 @@ def test_length_is_big_endian_over_four_bytes() -> None:
     frame = encode_data(payload)
     assert frame[:5] == b"D\x00\x00\x02\x01"
     assert frame[5:-4] == payload
-    assert frame[-4:] == zlib.crc32(payload).to_bytes(4, "big")
+    assert frame[-4:] == crc32c(payload).to_bytes(4, "big")
     assert len(frame) == len(payload) + FRAME_OVERHEAD
 
 
 def test_end_frame_layout_is_byte_exact() -> None:
-    digest = bytes(range(32))
+    digest = bytes(range(16))
     frame = encode_end(0x0102030405060708, digest)
     payload = b"\x01\x02\x03\x04\x05\x06\x07\x08" + digest
-    assert frame == b"E\x00\x00\x00\x28" + payload + zlib.crc32(payload).to_bytes(4, "big")
+    assert frame == b"E\x00\x00\x00\x18" + payload + crc32c(payload).to_bytes(4, "big")
 
 
 def test_error_frame_layout_is_byte_exact() -> None:
     payload = "no such file ✗".encode()
     assert encode_error("no such file ✗") == (
-        b"X" + len(payload).to_bytes(4, "big") + payload + zlib.crc32(payload).to_bytes(4, "big")
+        b"X" + len(payload).to_bytes(4, "big") + payload + crc32c(payload).to_bytes(4, "big")
     )
 
 
@@ -134,10 +134,10 @@ def test_encode_frame_is_the_common_shape() -> None:
     assert encode_frame(b"D", b"abc") == encode_data(b"abc")
 
 
-def test_new_digest_is_sha256() -> None:
+def test_new_digest_is_xxh3_128() -> None:
     digest = new_digest()
     digest.update(b"abc")
-    assert digest.digest() == hashlib.sha256(b"abc").digest()
+    assert digest.digest() == xxhash.xxh3_128_digest(b"abc")
 
 
 # --- decoding valid streams -------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_decoder_reports_each_chunk_and_the_end() -> None:
     stream = file_stream([b"hello ", b"world"])
     decoder.receive_data(stream)
     events = drain(decoder)
-    digest = hashlib.sha256(b"hello world").digest()
+    digest = xxhash.xxh3_128_digest(b"hello world")
     assert events == [
         DataChunk(memoryview(b"hello "), encode_data(b"hello ")),
         DataChunk(memoryview(b"world"), encode_data(b"world")),
@@ -163,7 +163,7 @@ def test_empty_file_is_just_the_end_frame() -> None:
     outcome = Outcome(file_stream([]))
     assert outcome.completed
     assert outcome.events == [
-        EndOfFile(0, hashlib.sha256().digest(), encode_end(0, hashlib.sha256().digest()))
+        EndOfFile(0, xxhash.xxh3_128_digest(b""), encode_end(0, xxhash.xxh3_128_digest(b"")))
     ]
 
 
@@ -193,7 +193,7 @@ def test_round_trip_of_any_chunks(chunks: list[bytes]) -> None:
     outcome = Outcome(file_stream(chunks))
     assert outcome.completed
     assert [e.payload for e in outcome.events if isinstance(e, DataChunk)] == chunks
-    digest = hashlib.sha256(data).digest()
+    digest = xxhash.xxh3_128_digest(data)
     assert outcome.events[-1] == EndOfFile(len(data), digest, encode_end(len(data), digest))
     frames = [encode_data(chunk) for chunk in chunks] + [encode_end(len(data), digest)]
     assert [event.frame for event in outcome.events] == frames
@@ -320,7 +320,7 @@ def test_a_header_line_where_frames_belong_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "extra", [b"D", b"\x00", encode_data(b"more"), encode_end(0, bytes(32)), encode_error("x")]
+    "extra", [b"D", b"\x00", encode_data(b"more"), encode_end(0, bytes(16)), encode_error("x")]
 )
 def test_data_after_the_end_is_refused(extra: bytes) -> None:
     decoder = ChunkDecoder()
@@ -345,7 +345,7 @@ def test_data_after_the_end_in_the_same_read_is_refused() -> None:
 def test_size_mismatch_at_the_end_is_refused(check_digest: bool, claimed: int) -> None:
     decoder = ChunkDecoder(check_digest=check_digest)
     decoder.receive_data(encode_data(b"abc") + encode_data(b"def"))
-    decoder.receive_data(encode_end(claimed, hashlib.sha256(b"abcdef").digest()))
+    decoder.receive_data(encode_end(claimed, xxhash.xxh3_128_digest(b"abcdef")))
     drain_error = None
     try:
         drain(decoder)
@@ -359,7 +359,7 @@ def test_size_mismatch_at_the_end_is_refused(check_digest: bool, claimed: int) -
 def test_digest_mismatch_at_the_end_is_refused() -> None:
     decoder = ChunkDecoder()
     decoder.receive_data(encode_data(b"abcdef"))
-    decoder.receive_data(encode_end(6, hashlib.sha256(b"abcdeF").digest()))
+    decoder.receive_data(encode_end(6, xxhash.xxh3_128_digest(b"abcdeF")))
     assert isinstance(decoder.next_event(), DataChunk)
     with pytest.raises(RemoteProtocolError, match="digest mismatch") as caught:
         decoder.next_event()
@@ -371,7 +371,7 @@ def test_digest_mismatch_at_the_end_is_refused() -> None:
 
 def test_without_digest_checking_the_digest_is_left_to_the_receiver() -> None:
     decoder = ChunkDecoder(check_digest=False)
-    wrong = hashlib.sha256(b"something else").digest()
+    wrong = xxhash.xxh3_128_digest(b"something else")
     decoder.receive_data(encode_data(b"abcdef") + encode_end(6, wrong))
     assert drain(decoder)[-1] == EndOfFile(6, wrong, encode_end(6, wrong))
 
@@ -686,8 +686,8 @@ def test_tricky_file_names_are_refused(name: str) -> None:
 
 
 def test_struct_constants_match_the_documented_layout() -> None:
-    # kind (1) | length (4, big-endian) | payload | CRC-32 (4): checked against struct directly.
+    # kind (1) | length (4, big-endian) | payload | CRC-32C (4): checked against struct directly.
     frame = encode_data(b"\x00\x01")
     kind, length = struct.unpack(">cI", frame[:5])
     assert (kind, length) == (b"D", 2)
-    assert struct.unpack(">I", frame[-4:])[0] == zlib.crc32(b"\x00\x01")
+    assert struct.unpack(">I", frame[-4:])[0] == crc32c(b"\x00\x01")
