@@ -234,3 +234,55 @@ async def test_a_full_disk_on_the_requester_leaves_no_file_and_says_why(
     assert reply.header == {"status": "error", "message": "No space left on device"}
     assert reports.lines == ["File movie.bin from alice failed: No space left on device"]
     assert listing(tmp_path) == set()  # neither the file nor its temporary
+
+
+async def _deliver(tmp_path: Path, data: bytes) -> tuple[Reply, Reports]:
+    reports = Reports()
+    agent = FileAgent(tmp_path, reports)
+    agent.announce(FileAnnouncement(TransferRole.DELIVER, TOKEN, "movie.bin", "alice"))
+    ours, theirs = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(agent.handle, theirs)
+        await ours.send_all(delivery(data))
+        reply = parse_reply(await read_to_end(ours))
+    return reply, reports
+
+
+async def test_a_long_delivery_is_flushed_early_and_fsynced_before_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Early fdatasync calls overlap the transfer; the final fsync still comes before the rename.
+    calls: list[str] = []
+    real_replace = os.replace
+    monkeypatch.setattr("triochat.client.file_agent.FLUSH_EVERY", 10_000)
+    monkeypatch.setattr(
+        "triochat.client.file_agent.os.fdatasync", lambda fd: calls.append("fdatasync")
+    )
+    monkeypatch.setattr("triochat.client.file_agent.os.fsync", lambda fd: calls.append("fsync"))
+
+    def replace(source: Any, target: Any) -> None:
+        calls.append("replace")
+        real_replace(source, target)
+
+    monkeypatch.setattr("triochat.client.file_agent.os.replace", replace)
+    data = random.Random(8).randbytes(100_000)
+    reply, reports = await _deliver(tmp_path, data)
+    assert reply.header == {"status": "ok", "size": len(data)}
+    assert (tmp_path / "movie.bin").read_bytes() == data
+    assert "fdatasync" in calls
+    assert calls[-2:] == ["fsync", "replace"]
+    assert reports.lines == [f"File movie.bin received from alice: {len(data)} bytes, verified"]
+
+
+async def test_a_failing_early_flush_fails_the_delivery_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fdatasync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("triochat.client.file_agent.FLUSH_EVERY", 10_000)
+    monkeypatch.setattr("triochat.client.file_agent.os.fdatasync", fdatasync)
+    reply, reports = await _deliver(tmp_path, random.Random(9).randbytes(100_000))
+    assert reply.header == {"status": "error", "message": "Input/output error"}
+    assert reports.lines == ["File movie.bin from alice failed: Input/output error"]
+    assert listing(tmp_path) == set()
