@@ -195,7 +195,7 @@ class Handshake(Generic[_Read]):
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def receive_data(self, data: bytes | bytearray) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes from the peer."""
         self._buffer += data
 
@@ -290,7 +290,7 @@ class ChunkDecoder:
         """Bytes of verified file data so far."""
         return self._size
 
-    def receive_data(self, data: bytes | bytearray) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes from the peer."""
         self._buffer += data
 
