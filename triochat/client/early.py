@@ -189,10 +189,42 @@ def listen(port: int) -> list[socket.socket]:
     return sockets
 
 
+_status_shown = False
+"""A status line (a transfer's progress) is on the terminal, without its newline."""
+
+
 def say(text: str) -> None:
-    """Print one whole line to stdout and flush it (as ``terminal.say``, without Trio)."""
+    """Print one whole line to stdout and flush it (as ``terminal.say``, without Trio).
+
+    A status line on the terminal is erased first, so the line takes its place.
+    """
+    global _status_shown
+    if _status_shown:
+        sys.stdout.write("\r\x1b[K")
+        _status_shown = False
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def show_status(text: str) -> None:
+    """Show ``text`` on one line that the next status or :func:`say` rewrites in place.
+
+    Only when stdout is a terminal (SPEC §6: piped output gets only the final lines).
+    """
+    global _status_shown
+    if not stdout_is_terminal():
+        return
+    sys.stdout.write("\r" + text + "\x1b[K")
+    sys.stdout.flush()
+    _status_shown = True
+
+
+def stdout_is_terminal() -> bool:
+    """True when stdout is a terminal that can rewrite a line."""
+    try:
+        return sys.stdout.isatty()
+    except (OSError, ValueError):
+        return False
 
 
 def warn(text: str) -> None:

@@ -82,6 +82,7 @@ class FileAgent:
         share_dir: the directory files are served from and written to.
         report: prints one line for the user (a file arrived, or failed and why).
         stall_timeout: seconds without progress before a transfer is abandoned.
+        progress: shows a delivery's progress line (rewritten in place); ``None``: not shown.
     """
 
     def __init__(
@@ -91,9 +92,11 @@ class FileAgent:
         *,
         stall_timeout: float = STALL_TIMEOUT,
         announce_wait: float = ANNOUNCE_WAIT,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self._share_dir = share_dir.resolve()
         self._report = report
+        self._progress = progress
         self._stall_timeout = stall_timeout
         self._announce_wait = announce_wait
         self._expected: OrderedDict[str, Expected] = OrderedDict()
@@ -172,7 +175,7 @@ class FileAgent:
                     await self._serve_file(link, handshake, expected)
                 else:
                     await self._receive_file(
-                        link, handshake, request.token, expected, handshake.take_rest()
+                        link, handshake, request, expected, handshake.take_rest()
                     )
         except (TransferError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
             logger.info("file connection ended: %s", error)
@@ -228,8 +231,14 @@ class FileAgent:
     # --- requester side ----------------------------------------------------------------------
 
     async def _receive_file(
-        self, link: FileLink, handshake: AgentHandshake, token: str, expected: Expected, rest: bytes
+        self,
+        link: FileLink,
+        handshake: AgentHandshake,
+        request: TransferRequest,
+        expected: Expected,
+        rest: bytes,
     ) -> None:
+        token = request.token
         filename, owner = expected.filename, expected.peer
         if not is_plain_file_name(filename):
             raise TransferError("not a plain file name")
@@ -239,7 +248,10 @@ class FileAgent:
         temp_path = Path(temp_name)
         failure: str | None = None
         try:
-            size = await self._write_verified(link, fd, rest)
+            meter = None
+            if self._progress is not None:
+                meter = ProgressMeter(f"File {filename} from {owner}", request.size, self._progress)
+            size = await self._write_verified(link, fd, rest, meter)
             os.chmod(temp_path, self._file_mode)
             os.replace(temp_path, self._share_dir / filename)
         except (
@@ -267,7 +279,9 @@ class FileAgent:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await link.send(handshake.send(TransferAccepted(size)))
 
-    async def _write_verified(self, link: FileLink, fd: int, rest: bytes) -> int:
+    async def _write_verified(
+        self, link: FileLink, fd: int, rest: bytes, meter: ProgressMeter | None = None
+    ) -> int:
         """Receive, verify and write the file; return its size once it is on disk.
 
         Writing runs in a worker thread while the next chunks arrive (at most
@@ -289,7 +303,7 @@ class FileAgent:
                 nursery.start_soon(writer.run)
                 try:
                     async with send:
-                        size = await self._receive_chunks(link, decoder, send)
+                        size = await self._receive_chunks(link, decoder, send, meter)
                         writer.complete = True
                 except (TransferError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
                     # Raised after the nursery, so that callers see it bare, not in a group.
@@ -304,13 +318,19 @@ class FileAgent:
         return size
 
     async def _receive_chunks(
-        self, link: FileLink, decoder: ChunkDecoder, chunks: trio.MemorySendChannel[memoryview]
+        self,
+        link: FileLink,
+        decoder: ChunkDecoder,
+        chunks: trio.MemorySendChannel[memoryview],
+        meter: ProgressMeter | None,
     ) -> int:
         while True:
             try:
                 while (event := decoder.next_event()) is not NEED_DATA:
                     if isinstance(event, DataChunk):
                         await chunks.send(event.payload)
+                        if meter is not None:
+                            meter.update(decoder.size)
                     elif isinstance(event, SenderFailed):
                         raise TransferError(event.message)
                     else:
@@ -322,6 +342,55 @@ class FileAgent:
                 decoder.receive_data(data)
             except RemoteProtocolError as error:
                 raise TransferError(str(error)) from error
+
+
+PROGRESS_AFTER = 1.0
+"""Seconds a delivery runs before its progress line appears (SPEC §6: "about a second")."""
+PROGRESS_EVERY = 0.25
+"""Seconds between rewrites of the progress line."""
+
+
+def _amount(count: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if count < 1024:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.2f} GiB"
+
+
+class ProgressMeter:
+    """A delivery's progress line: bytes, rate and time left, at most every
+    :data:`PROGRESS_EVERY` seconds once it has run :data:`PROGRESS_AFTER` seconds.
+
+    Formatting a line costs microseconds and writing it to a terminal is one small write, so
+    it runs on the event loop (no library needed, and none blocks less).
+    """
+
+    def __init__(self, label: str, total: int | None, show: Callable[[str], None]) -> None:
+        self._label = label
+        self._total = total
+        self._show = show
+        self._start = trio.current_time()
+        self._next = self._start + PROGRESS_AFTER
+
+    def update(self, done: int) -> None:
+        """``done`` bytes arrived so far; show the line if it is time."""
+        now = trio.current_time()
+        if now < self._next:
+            return
+        self._next = now + PROGRESS_EVERY
+        self._show(self.line(done, now - self._start))
+
+    def line(self, done: int, elapsed: float) -> str:
+        """The text for ``done`` bytes after ``elapsed`` seconds."""
+        rate = done / elapsed if elapsed > 0 else 0.0
+        text = f"{self._label}: {_amount(done)}"
+        if self._total:
+            text += f" of {_amount(self._total)} ({100 * done // self._total}%)"
+        text += f", {rate / 1e6:.0f} MB/s"
+        if self._total and rate > 0:
+            text += f", {max(self._total - done, 0) / rate:.0f} s left"
+        return text
 
 
 def _write_all(file: BinaryIO, chunks: list[memoryview]) -> None:

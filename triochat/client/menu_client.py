@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 
 from triochat.client.connection import LEAVE_GRACE, PacedSender, adopt
-from triochat.client.early import EarlyStart
+from triochat.client.early import EarlyStart, show_status
 from triochat.client.file_agent import FileAgent
 from triochat.client.json_client import ServerObjects, join_reply, server_went_away, show_reply
 from triochat.client.terminal import StdinLines, say
@@ -76,7 +76,7 @@ async def run_menu_client(
     stream = await adopt(start)
     sender = PacedSender(stream, start.seconds_since_last_write())
     stdin = StdinLines(0, start.stdin_rest, ended=start.stdin_ended)
-    agent = FileAgent(share_dir, say)
+    agent = FileAgent(share_dir, say, progress=show_status)
     server = ServerObjects(stream)
     exit_code = 0
     async with stream:
