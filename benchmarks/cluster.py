@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from benchmarks import common
 from benchmarks.common import ServerSpec, say
-from benchmarks.fanout import WINDOW, Scenario, _plan_clients, _summarise
+from benchmarks.fanout import WINDOW, Scenario, _summarise, start_workers
 from benchmarks.loadgen import WorkerProcess
 
 
@@ -176,31 +176,10 @@ def run_one(layout: Layout, scenario: Scenario, scratch: Path) -> dict[str, Any]
     """One run of ``scenario`` on a fresh ``layout``; a row of figures."""
     spec = ServerSpec(layout.key, layout.label, "line", lambda port, _: [])
     running = Running(layout, scratch)
-    plans = _plan_clients(scenario)
-    senders = [c["id"] for plan in plans for c in plan if c["sender"]]
     workers: list[WorkerProcess] = []
     row: dict[str, Any] = {"layout": layout.key, "label": layout.label, "scenario": scenario.key}
     try:
-        for index, plan in enumerate(plans):
-            config = {
-                "worker": index,
-                "workers": len(plans),
-                "host": common.HOST,
-                "port": running.port,
-                "dialect": "line",
-                "clients": plan,
-                "senders": senders,
-                "messages": scenario.messages,
-                "size": scenario.size,
-                "window": scenario.window,
-                "rate": scenario.rate,
-                "duration": scenario.duration,
-                "idle_timeout": scenario.idle_timeout,
-                "deadline": scenario.deadline,
-                "latency_file": str(scratch / f"lat-{layout.key}-{scenario.key}-{index}.bin"),
-                "ready_timeout": 60.0,
-            }
-            workers.append(WorkerProcess(index, config, scratch / f"worker-{index}.log"))
+        workers += start_workers(scenario, running.port, "line", scratch, layout.key)
         for worker in workers:
             worker.command("connect")
             worker.expect(("connected",), 120)

@@ -234,6 +234,45 @@ def lever_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- one run ----------------------------------------------------------------------------------
 
 
+def start_workers(
+    scenario: Scenario, port: int, dialect: str, scratch: Path, key: str
+) -> list[WorkerProcess]:
+    """The load-generator worker processes for one run of ``scenario`` against ``port``.
+
+    If one cannot start, those already started are stopped: the caller has none to stop.
+    """
+    plans = _plan_clients(scenario)
+    senders = [c["id"] for plan in plans for c in plan if c["sender"]]
+    workers: list[WorkerProcess] = []
+    try:
+        for index, plan in enumerate(plans):
+            config = {
+                "worker": index,
+                "workers": len(plans),
+                "host": common.HOST,
+                "port": port,
+                "dialect": dialect,
+                "clients": plan,
+                "senders": senders,
+                "messages": scenario.messages,
+                "size": scenario.size,
+                "window": scenario.window,
+                "rate": scenario.rate,
+                "duration": scenario.duration,
+                "idle_timeout": scenario.idle_timeout,
+                "deadline": scenario.deadline,
+                "latency_file": str(scratch / f"lat-{key}-{scenario.key}-{index}.bin"),
+                "ready_timeout": 60.0,
+            }
+            log_path = scratch / f"worker-{key}-{scenario.key}-{index}.log"
+            workers.append(WorkerProcess(index, config, log_path))
+    except BaseException:
+        for worker in workers:
+            worker.stop()
+        raise
+    return workers
+
+
 def _plan_clients(scenario: Scenario) -> list[list[dict[str, Any]]]:
     """Clients per worker: slow ones first in worker 0, readers spread round robin."""
     plans: list[list[dict[str, Any]]] = [[] for _ in range(scenario.workers)]
@@ -262,32 +301,10 @@ def run_one(spec: ServerSpec, scenario: Scenario, scratch: Path) -> dict[str, An
 
     server: RunningServer = common.start_server(spec)
     phase("server start")
-    plans = _plan_clients(scenario)
-    senders = [c["id"] for plan in plans for c in plan if c["sender"]]
     workers: list[WorkerProcess] = []
     row: dict[str, Any] = {"server": spec.key, "label": spec.label, "scenario": scenario.key}
     try:
-        for index, plan in enumerate(plans):
-            config = {
-                "worker": index,
-                "workers": len(plans),
-                "host": common.HOST,
-                "port": server.port,
-                "dialect": spec.dialect,
-                "clients": plan,
-                "senders": senders,
-                "messages": scenario.messages,
-                "size": scenario.size,
-                "window": scenario.window,
-                "rate": scenario.rate,
-                "duration": scenario.duration,
-                "idle_timeout": scenario.idle_timeout,
-                "deadline": scenario.deadline,
-                "latency_file": str(scratch / f"lat-{spec.key}-{scenario.key}-{index}.bin"),
-                "ready_timeout": 60.0,
-            }
-            log_path = scratch / f"worker-{spec.key}-{scenario.key}-{index}.log"
-            workers.append(WorkerProcess(index, config, log_path))
+        workers += start_workers(scenario, server.port, spec.dialect, scratch, spec.key)
         connected = []
         for worker in workers:
             worker.command("connect")
