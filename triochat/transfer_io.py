@@ -7,15 +7,26 @@ exception whose text is fit to show the user.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import trio
 
-from triochat.wire.chunks import Handshake
+from triochat.wire.chunks import CHUNK_SIZE, FRAME_OVERHEAD, FrameScanner, Handshake
 from triochat.wire.common import NEED_DATA, RemoteProtocolError
 
 RECEIVE_SIZE = 1024 * 1024
 """Bytes read at a time: the most either end holds of one transfer."""
+MAX_RECEIVE_LOW_WATER = 256 * 1024
+"""The most bytes a receive waits to gather (kept below half of the usual receive buffer,
+which the kernel needs free to go on accepting data)."""
+SLAB_SIZE = 4 * (CHUNK_SIZE + FRAME_OVERHEAD)
+"""Bytes of one frame window buffer: a whole number of the senders' frames, so frames never
+straddle the end of a buffer and nothing is moved when the window goes on to the next one."""
 
 
 _Event = TypeVar("_Event")
@@ -23,6 +34,10 @@ _Event = TypeVar("_Event")
 
 class TransferError(Exception):
     """This transfer cannot go on; ``str(error)`` says why, for the user."""
+
+
+class TransferCutShort(TransferError):
+    """The sender's connection ended before its end frame."""
 
 
 class FileLink:
@@ -35,6 +50,8 @@ class FileLink:
         # allocation and its page faults each time, more than the copy the reader makes.
         self._buffer = bytearray(RECEIVE_SIZE)
         self._view = memoryview(self._buffer)
+        self._low_water = 1
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
 
     async def receive(self) -> bytes | memoryview:
         """The next bytes (empty at end of stream).
@@ -58,18 +75,94 @@ class FileLink:
             # have turned into the stream errors above.
             raise TransferError("a peer hung up") from error
 
-    async def send(self, data: bytes) -> None:
+    def wake_for(self, count: int) -> None:
+        """Wake a waiting receive only once ``count`` bytes have arrived (or the stream ends).
+
+        A relay waiting for a 256 KiB frame would otherwise wake, read and scan for every few
+        KiB the kernel hands over; ``SO_RCVLOWAT`` lets the kernel gather them. A receive that
+        finds bytes without waiting still returns them at once, so this only saves wake-ups.
+        """
+        count = max(1, min(count, MAX_RECEIVE_LOW_WATER))
+        if count != self._low_water and isinstance(self.stream, trio.SocketStream):
+            with contextlib.suppress(OSError):
+                self.stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, count)
+            self._low_water = count
+
+    async def receive_into(self, view: memoryview) -> int:
+        """Receive into ``view``; the count of bytes (0 at end of stream).
+
+        On a socket this calls the system directly and waits only when nothing has arrived:
+        Trio's socket methods cost more per call than moving 256 KiB does, and a relay makes
+        thousands of calls per GiB. (Not a checkpoint unless it waits; :meth:`send` is one.)
+
+        Raises:
+            TransferError: as :meth:`receive`.
+        """
+        if self._fd is None:
+            return await self._receive_some_into(view)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                return os.readv(self._fd, [view])
+            except BlockingIOError:
+                await self._wait(trio.lowlevel.wait_readable, "a peer stalled")
+            except OSError as error:
+                raise TransferError("a peer hung up") from error
+
+    async def _receive_some_into(self, view: memoryview) -> int:
+        try:
+            with trio.fail_after(self._stall_timeout):
+                data = await self.stream.receive_some(len(view))
+        except trio.TooSlowError as error:
+            raise TransferError("a peer stalled") from error
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            raise TransferError("a peer hung up") from error
+        view[: len(data)] = data
+        return len(data)
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` (backpressure: waits while the peer is slow, up to the timeout).
+
+        On a socket this writes directly, like :meth:`receive_into`; it always checkpoints.
 
         Raises:
             TransferError: the peer stopped reading, or hung up.
         """
+        if self._fd is None:
+            await self._send_all(data)
+            return
+        waited = False
+        with memoryview(data) as whole:
+            rest = whole
+            while rest:
+                try:
+                    rest = rest[os.write(self._fd, rest) :]
+                except BlockingIOError:
+                    await self._wait(trio.lowlevel.wait_writable, "a peer stopped reading")
+                    waited = True
+                except OSError as error:
+                    raise TransferError("a peer hung up") from error
+            rest.release()
+        if not waited:
+            await trio.lowlevel.checkpoint()
+
+    async def _send_all(self, data: bytes | bytearray | memoryview) -> None:
         try:
             with trio.fail_after(self._stall_timeout):
                 await self.stream.send_all(data)
         except trio.TooSlowError as error:
             raise TransferError("a peer stopped reading") from error
         except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            raise TransferError("a peer hung up") from error
+
+    async def _wait(self, until_ready: Callable[[int], Awaitable[None]], stalled: str) -> None:
+        assert self._fd is not None
+        try:
+            with trio.fail_after(self._stall_timeout):
+                await until_ready(self._fd)
+        except trio.TooSlowError as error:
+            raise TransferError(stalled) from error
+        except trio.ClosedResourceError as error:
             raise TransferError("a peer hung up") from error
 
     async def read_handshake(self, handshake: Handshake[_Event]) -> _Event:
@@ -89,3 +182,137 @@ class FileLink:
             if not data:
                 raise TransferError("a peer hung up")
             handshake.receive_data(data)
+
+
+class _Slab:
+    """One buffer of a frame window, and how many runs handed out from it are still held."""
+
+    def __init__(self, capacity: int) -> None:
+        self.view = memoryview(bytearray(capacity))
+        self.held = 0
+
+
+@dataclass(eq=False)
+class FrameRun:
+    """Whole verified frames, back to back, as they arrived: a view into a window's buffer.
+
+    ``payloads`` are the data frames' payloads (views into ``frames``) when asked for. Call
+    :meth:`release` once done with them: until then the window does not reuse the buffer.
+    """
+
+    frames: memoryview
+    payloads: list[memoryview]
+    _slab: _Slab
+    _window: FrameWindow
+
+    def release(self) -> None:
+        """The views are no longer used; their buffer may be received into again."""
+        self._window._release(self._slab)
+
+
+class FrameWindow:
+    """Receives a transfer's frames and verifies them where they land: nothing is copied.
+
+    Bytes are received at the end of the current buffer; the complete frames among them are
+    checked by a :class:`~triochat.wire.chunks.FrameScanner` and handed out as a
+    :class:`FrameRun`. When the frame being received would not fit in what is left of the
+    buffer, the window goes on to a free buffer, moving the part of that frame already
+    received (with the senders' frame size, nothing: buffers hold whole frames). A reader that
+    keeps runs for a while (the requester, writing them in a worker thread) holds at most
+    ``buffers`` buffers; when all are held, receiving waits for a release, which is the
+    backpressure.
+
+    Args:
+        link: the file connection.
+        scanner: checks the frames (and keeps the size and digest).
+        first: bytes already received after the handshake.
+        buffers: how many buffers runs may hold at once.
+        capacity: bytes per buffer (grown for a larger frame, up to the largest allowed).
+    """
+
+    def __init__(
+        self,
+        link: FileLink,
+        scanner: FrameScanner,
+        first: bytes = b"",
+        *,
+        buffers: int = 2,
+        capacity: int = SLAB_SIZE,
+    ) -> None:
+        self._link = link
+        self._scanner = scanner
+        self._capacity = capacity
+        self._limit = max(buffers, 2)
+        self._slabs = [_Slab(max(capacity, len(first)))]
+        self._current = self._slabs[0]
+        self._current.view[: len(first)] = first
+        self._start = 0
+        self._end = len(first)
+        self._released = trio.Event()
+
+    @property
+    def size(self) -> int:
+        """Bytes of verified file data so far."""
+        return self._scanner.size
+
+    async def next_run(self, *, payloads: bool = False) -> FrameRun:
+        """The next whole verified frames (at least one), waiting for them to arrive.
+
+        Raises:
+            TransferCutShort: the stream ended before the end frame.
+            TransferError: the peer stalled or hung up.
+            RemoteProtocolError: (fatal) a bad frame (see ``FrameScanner.scan``).
+        """
+        while True:
+            slab = self._current
+            found: list[memoryview] = []
+            used = self._scanner.scan(
+                slab.view[self._start : self._end], found if payloads else None
+            )
+            if used:
+                run = FrameRun(slab.view[self._start : self._start + used], found, slab, self)
+                self._start += used
+                slab.held += 1
+                return run
+            if self._scanner.finished:
+                raise TransferError("no frames after the end of the file")
+            missing = await self._make_room()
+            self._link.wake_for(missing)
+            count = await self._link.receive_into(self._current.view[self._end :])
+            if not count:
+                raise TransferCutShort(f"transfer cut short after {self._scanner.size} bytes")
+            self._end += count
+
+    async def _make_room(self) -> int:
+        """Make sure the frame being received fits after ``_start`` in the current buffer;
+        return how many of its bytes are still to come."""
+        partial = self._current.view[self._start : self._end]
+        needed = self._scanner.frame_length(partial)
+        if self._start + needed <= len(self._current.view):
+            return needed - len(partial)
+        slab = await self._free_slab(needed, moving=len(partial) > 0)
+        slab.view[: len(partial)] = partial
+        self._current = slab
+        self._start, self._end = 0, len(partial)
+        return needed - len(partial)
+
+    async def _free_slab(self, needed: int, *, moving: bool) -> _Slab:
+        while True:
+            for slab in self._slabs:
+                if slab.held or (moving and slab is self._current):
+                    continue
+                if len(slab.view) < needed:
+                    # A sender's frames larger than the buffers: this one grows, once.
+                    self._slabs[self._slabs.index(slab)] = slab = _Slab(needed)
+                return slab
+            if len(self._slabs) < self._limit:
+                slab = _Slab(max(self._capacity, needed))
+                self._slabs.append(slab)
+                return slab
+            await self._released.wait()
+
+    def _release(self, slab: _Slab) -> None:
+        slab.held -= 1
+        if not slab.held:
+            self._released.set()
+            self._released = trio.Event()

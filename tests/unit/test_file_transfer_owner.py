@@ -12,11 +12,15 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
 import trio.testing
 import xxhash
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 from triochat.client.file_agent import ANNOUNCE_WAIT, HEADER_TIMEOUT, FileAgent
 from triochat.events import FileAnnouncement, TransferRole
@@ -258,11 +262,11 @@ class FailingReads(io.FileIO):
 
     reads = 0
 
-    def read(self, size: int | None = -1, /) -> bytes:
+    def readinto(self, buffer: WriteableBuffer, /) -> int | None:
         self.reads += 1
         if self.reads > 1:
             raise OSError(errno.EIO, "Input/output error")
-        return super().read(size)
+        return super().readinto(buffer)
 
 
 async def test_read_error_mid_file_is_reported_with_an_error_frame(
@@ -270,7 +274,7 @@ async def test_read_error_mid_file_is_reported_with_an_error_frame(
 ) -> None:
     (tmp_path / "flaky.bin").write_bytes(os.urandom(3 * CHUNK_SIZE))
 
-    async def open_failing(path: Path, mode: str) -> trio.abc.AsyncResource:
+    async def open_failing(path: Path, mode: str, buffering: int) -> trio.abc.AsyncResource:
         return trio.wrap_file(FailingReads(path, "rb"))
 
     monkeypatch.setattr(trio, "open_file", open_failing)
@@ -310,13 +314,13 @@ class GrowingFile(io.FileIO):
     extra = b"appended while sending" * 1000
     grown = False
 
-    def read(self, size: int | None = -1, /) -> bytes:
-        data = super().read(size)
+    def readinto(self, buffer: WriteableBuffer, /) -> int | None:
+        count = super().readinto(buffer)
         if not self.grown:
             self.grown = True
             with open(self.name, "ab") as appender:
                 appender.write(self.extra)
-        return data
+        return count
 
 
 async def test_a_file_that_grows_while_sent_arrives_as_read_and_verified(
@@ -326,7 +330,7 @@ async def test_a_file_that_grows_while_sent_arrives_as_read_and_verified(
     original = random.Random(6).randbytes(2 * CHUNK_SIZE + 17)
     (tmp_path / "log.txt").write_bytes(original)
 
-    async def open_growing(path: Path, mode: str) -> trio.abc.AsyncResource:
+    async def open_growing(path: Path, mode: str, buffering: int) -> trio.abc.AsyncResource:
         return trio.wrap_file(GrowingFile(path, "rb"))
 
     monkeypatch.setattr(trio, "open_file", open_growing)

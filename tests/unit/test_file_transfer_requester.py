@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import os
 import random
 import stat
@@ -201,35 +200,34 @@ async def test_a_failure_reported_twice_is_shown_once(tmp_path: Path) -> None:
     ]
 
 
-class FullDisk(io.FileIO):
-    """A file whose writes fail with ENOSPC once ``room`` bytes were written."""
+class FullDisk:
+    """``os.writev`` on a disk with ``room`` bytes free: then it fails with ENOSPC."""
 
     room = 20_000
 
-    def write(self, data: Any, /) -> int:
-        if self.tell() + len(data) > self.room:
+    def __init__(self) -> None:
+        self.written = 0
+        self._writev = os.writev  # the real one, before the test patches the os module
+
+    def __call__(self, fd: int, buffers: list[memoryview], /) -> int:
+        wanted = sum(len(buffer) for buffer in buffers)
+        if self.written + wanted > self.room:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return super().write(data)
+        self.written += self._writev(fd, buffers)
+        return wanted
 
 
 async def test_a_full_disk_on_the_requester_leaves_no_file_and_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_fdopen = os.fdopen
-
-    def fdopen_full(fd: int, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if "w" in mode:
-            return io.BufferedWriter(FullDisk(fd, "wb"), buffer_size=1000)
-        return real_fdopen(fd, mode, *args, **kwargs)
-
-    monkeypatch.setattr("triochat.client.file_agent.os.fdopen", fdopen_full)
+    monkeypatch.setattr("triochat.client.file_agent.os.writev", FullDisk())
     reports = Reports()
     agent = FileAgent(tmp_path, reports)
     agent.announce(FileAnnouncement(TransferRole.DELIVER, TOKEN, "movie.bin", "alice"))
     ours, theirs = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(agent.handle, theirs)
-        await ours.send_all(delivery(random.Random(5).randbytes(60_000)))
+        await ours.send_all(delivery(random.Random(5).randbytes(60_000), chunk=4096))
         reply = parse_reply(await read_to_end(ours))
     assert reply.header == {"status": "error", "message": "No space left on device"}
     assert reports.lines == ["File movie.bin from alice failed: No space left on device"]

@@ -18,29 +18,24 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import trio
 
+from triochat.client.file_sender import send_file
 from triochat.events import FileAnnouncement, FileFailed, TransferRole
-from triochat.transfer_io import FileLink, TransferError
+from triochat.transfer_io import FileLink, FrameRun, FrameWindow, TransferError
 from triochat.wire.chunks import (
-    CHUNK_SIZE,
     AgentHandshake,
-    ChunkDecoder,
-    DataChunk,
-    EndOfFile,
-    SenderFailed,
+    FrameScanner,
     TransferAccepted,
     TransferRefused,
     TransferRequest,
-    encode_data,
-    encode_end,
     encode_error,
     is_plain_file_name,
     new_digest,
 )
-from triochat.wire.common import NEED_DATA, RemoteProtocolError
+from triochat.wire.common import RemoteProtocolError
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +47,13 @@ STALL_TIMEOUT = 30.0
 """Seconds a transfer may go without progress."""
 MAX_PENDING = 256
 """Announced tokens kept at once; the oldest are forgotten first."""
-WRITE_QUEUE = 8
-"""Verified chunks waiting to be written (8 x 256 KiB): the disk writes overlap the receiving
+WRITE_BUFFERS = 4
+"""Receive buffers (1 MiB each) a delivery may hold: the disk writes overlap the receiving
 within this much memory per transfer."""
+WRITE_QUEUE = 8
+"""Verified runs of frames waiting to be written."""
+_IOV_MAX = 1024
+"""The most buffers one ``writev`` takes (Linux's IOV_MAX)."""
 FLUSH_EVERY = 64 * 1024 * 1024
 """Bytes written between early ``fdatasync`` calls, which run beside the writes so that the
 fsync before the rename has little left to flush (the durability guarantee stays)."""
@@ -200,7 +199,8 @@ class FileAgent:
     ) -> None:
         try:
             path = self._shared_path(expected.filename)
-            file = await trio.open_file(path.resolve(), "rb")
+            # Unbuffered: reads go straight into the frames being sent.
+            file = await trio.open_file(path.resolve(), "rb", buffering=0)
         except TransferError as error:
             await link.send(handshake.send(TransferRefused(str(error))))
             return
@@ -211,21 +211,12 @@ class FileAgent:
         async with file:
             size = os.fstat(file.fileno()).st_size
             await link.send(handshake.send(TransferAccepted(size)))
-            digest = new_digest()
-            sent = 0
-            while True:
-                try:
-                    chunk = await file.read(CHUNK_SIZE)
-                except OSError as error:
-                    logger.info("reading %s failed: %s", expected.filename, error)
-                    await link.send(encode_error("the owner cannot read the file"))
-                    return
-                if not chunk:
-                    break
-                digest.update(chunk)
-                sent += len(chunk)
-                await link.send(encode_data(chunk))
-            await link.send(encode_end(sent, digest.digest()))
+            try:
+                sent = await send_file(link, file.wrapped, new_digest())
+            except OSError as error:
+                logger.info("reading %s failed: %s", expected.filename, error)
+                await link.send(encode_error("the owner cannot read the file"))
+                return
         logger.info("served %s (%d bytes) to %s", expected.filename, sent, expected.peer)
 
     # --- requester side ----------------------------------------------------------------------
@@ -284,64 +275,54 @@ class FileAgent:
     ) -> int:
         """Receive, verify and write the file; return its size once it is on disk.
 
-        Writing runs in a worker thread while the next chunks arrive (at most
-        :data:`WRITE_QUEUE` chunks wait), and every :data:`FLUSH_EVERY` bytes an early
-        ``fdatasync`` starts in another thread, so the network, the copy into the page cache
-        and the disk overlap, and the fsync before the rename has little left to do.
+        Frames are verified where they land in the receive buffers, and a worker thread
+        writes their payloads from there while the next ones arrive (at most
+        :data:`WRITE_BUFFERS` buffers are held), so nothing is copied in Python. Every
+        :data:`FLUSH_EVERY` bytes an early ``fdatasync`` starts in another thread, so the
+        network, the copy into the page cache and the disk overlap, and the fsync before the
+        rename has little left to do.
         """
-        decoder = ChunkDecoder(check_digest=True)
-        decoder.receive_data(rest)
-        send, receive = trio.open_memory_channel[memoryview](WRITE_QUEUE)
-        # Unbuffered: each chunk is already a large write, a buffer would only add a copy.
-        file = os.fdopen(fd, "wb", buffering=0)
-        writer = _ChunkWriter(file, receive)
+        scanner = FrameScanner(check_digest=True)
+        window = FrameWindow(link, scanner, rest, buffers=WRITE_BUFFERS)
+        send, receive = trio.open_memory_channel[FrameRun](WRITE_QUEUE)
+        writer = _RunWriter(fd, receive)
         failure: Exception | None = None
-        size = 0
         try:
             async with trio.open_nursery() as nursery:
                 writer.cancel_scope = nursery.cancel_scope
                 nursery.start_soon(writer.run)
                 try:
                     async with send:
-                        size = await self._receive_chunks(link, decoder, send, meter)
+                        await self._receive_runs(window, scanner, send, meter)
                         writer.complete = True
                 except (TransferError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
                     # Raised after the nursery, so that callers see it bare, not in a group.
                     failure = error
                     nursery.cancel_scope.cancel()
         finally:
-            file.close()
+            os.close(fd)
         if writer.error is not None:
             raise writer.error
         if failure is not None:
             raise failure
-        return size
+        return int(scanner.size)
 
-    async def _receive_chunks(
+    async def _receive_runs(
         self,
-        link: FileLink,
-        decoder: ChunkDecoder,
-        chunks: trio.MemorySendChannel[memoryview],
+        window: FrameWindow,
+        scanner: FrameScanner,
+        runs: trio.MemorySendChannel[FrameRun],
         meter: ProgressMeter | None,
-    ) -> int:
-        while True:
-            try:
-                while (event := decoder.next_event()) is not NEED_DATA:
-                    if isinstance(event, DataChunk):
-                        await chunks.send(event.payload)
-                        if meter is not None:
-                            meter.update(decoder.size)
-                    elif isinstance(event, SenderFailed):
-                        raise TransferError(event.message)
-                    else:
-                        assert isinstance(event, EndOfFile)
-                        return event.size
-                data = await link.receive()
-                if not data:
-                    decoder.end_of_stream()
-                decoder.receive_data(data)
-            except RemoteProtocolError as error:
-                raise TransferError(str(error)) from error
+    ) -> None:
+        try:
+            while not scanner.finished:
+                await runs.send(await window.next_run(payloads=True))
+                if meter is not None:
+                    meter.update(scanner.size)
+        except RemoteProtocolError as error:
+            raise TransferError(str(error)) from error
+        if scanner.failure is not None:
+            raise TransferError(scanner.failure)
 
 
 PROGRESS_AFTER = 1.0
@@ -393,20 +374,23 @@ class ProgressMeter:
         return text
 
 
-def _write_all(file: BinaryIO, chunks: list[memoryview]) -> None:
-    for chunk in chunks:
-        view = chunk
-        while view:
-            written = file.write(view)
-            view = view[written or 0 :]
+def _write_all(fd: int, chunks: list[memoryview]) -> None:
+    """Write every chunk, in order, with as few system calls as the kernel allows."""
+    while chunks:
+        written = os.writev(fd, chunks[:_IOV_MAX])
+        while chunks and written >= len(chunks[0]):
+            written -= len(chunks.pop(0))
+        if written:
+            chunks[0] = chunks[0][written:]
 
 
-class _ChunkWriter:
-    """Writes verified chunks in worker threads, flushing early; keeps the first write error."""
+class _RunWriter:
+    """Writes the payloads of verified runs in worker threads, flushing early; releases each
+    run's buffer once written; keeps the first write error."""
 
-    def __init__(self, file: BinaryIO, chunks: trio.MemoryReceiveChannel[memoryview]) -> None:
-        self._file = file
-        self._chunks = chunks
+    def __init__(self, fd: int, runs: trio.MemoryReceiveChannel[FrameRun]) -> None:
+        self._fd = fd
+        self._runs = runs
         self.cancel_scope: trio.CancelScope | None = None
         self.complete = False
         """Set once the end frame verified: only then the file is fsynced."""
@@ -416,11 +400,15 @@ class _ChunkWriter:
 
     async def run(self) -> None:
         """Write until the channel closes, then fsync if complete; an error cancels the rest."""
-        async with self._chunks, trio.open_nursery() as flushes:
-            while (batch := await self._next_batch()) is not None:
-                if not await self._in_thread(_write_all, self._file, batch):
+        async with self._runs, trio.open_nursery() as flushes:
+            while batch := await self._next_batch():
+                chunks = [payload for run in batch for payload in run.payloads]
+                written = await self._in_thread(_write_all, self._fd, list(chunks))
+                for run in batch:
+                    run.release()
+                if not written:
                     return
-                self._unflushed += sum(len(chunk) for chunk in batch)
+                self._unflushed += sum(len(chunk) for chunk in chunks)
                 if self._unflushed >= FLUSH_EVERY and not self._flushing:
                     # One early flush at a time: it starts the disk on what is written so
                     # far while later chunks keep arriving.
@@ -428,7 +416,7 @@ class _ChunkWriter:
                     self._flushing = True
                     flushes.start_soon(self._flush_early)
         if self.complete:
-            await self._in_thread(self._sync)
+            await self._in_thread(os.fsync, self._fd)
 
     async def _in_thread(self, work: Callable[..., None], *args: Any) -> bool:
         """Run ``work`` in a worker thread; on OSError keep it, cancel the transfer, say False.
@@ -445,25 +433,21 @@ class _ChunkWriter:
             return False
         return True
 
-    async def _next_batch(self) -> list[memoryview] | None:
-        """Every chunk waiting (one thread hop for all of them), or None at the end."""
+    async def _next_batch(self) -> list[FrameRun]:
+        """Every run waiting (one thread hop for all of them); empty at the end."""
         try:
-            batch = [await self._chunks.receive()]
+            batch = [await self._runs.receive()]
         except trio.EndOfChannel:
-            return None
+            return []
         while len(batch) < WRITE_QUEUE:
             try:
-                batch.append(self._chunks.receive_nowait())
+                batch.append(self._runs.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
         return batch
 
     async def _flush_early(self) -> None:
         try:
-            await self._in_thread(os.fdatasync, self._file.fileno())
+            await self._in_thread(os.fdatasync, self._fd)
         finally:
             self._flushing = False
-
-    def _sync(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())

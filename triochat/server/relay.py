@@ -23,19 +23,16 @@ import trio
 from triochat.events import FileAnnouncement, FileFailed, FileRequest, ServerEvent, TransferRole
 from triochat.room import Delivery, Member, Room
 from triochat.server.config import MAX_FILE_BYTES
-from triochat.transfer_io import FileLink, TransferError
+from triochat.transfer_io import FileLink, FrameWindow, TransferCutShort, TransferError
 from triochat.wire.chunks import (
-    ChunkDecoder,
-    DataChunk,
-    EndOfFile,
+    FrameScanner,
     RelayHandshake,
-    SenderFailed,
     TransferRefused,
     TransferRequest,
     encode_error,
     is_plain_file_name,
 )
-from triochat.wire.common import NEED_DATA, RemoteProtocolError
+from triochat.wire.common import RemoteProtocolError
 
 logger = logging.getLogger(__name__)
 
@@ -251,24 +248,25 @@ class FileRelay:
             raise TransferError(f"cannot reach the {role}'s file port ({error})") from error
 
     async def _pipe(self, source: FileLink, destination: FileLink, first: bytes) -> None:
-        """Forward verified frames as they complete; hold at most one read's worth of data."""
-        decoder = ChunkDecoder(check_digest=False)
-        decoder.receive_data(first)
-        while True:
+        """Forward frames once verified, straight from the receive buffer (no copies); the
+        relay holds at most two buffers of one transfer."""
+        scanner = FrameScanner(check_digest=False)
+        window = FrameWindow(source, scanner, first)
+        while not scanner.finished:
+            counted = scanner.size
             try:
-                while (event := decoder.next_event()) is not NEED_DATA:
-                    if isinstance(event, DataChunk) and decoder.size > self._max_file_bytes:
-                        # The file grew past the limit while the owner was sending it.
-                        raise TransferError(f"file too large (limit {self._max_file_bytes})")
-                    await destination.send(event.frame)
-                    if isinstance(event, SenderFailed):
-                        raise TransferError(f"the owner failed: {event.message}")
-                    if isinstance(event, EndOfFile):
-                        return
-                    self.stats.bytes_relayed += len(event.payload)
+                run = await window.next_run()
+            except TransferCutShort as error:
+                raise TransferError(f"the owner hung up after {scanner.size} bytes") from error
             except RemoteProtocolError as error:
                 raise TransferError(f"corrupt data from the owner: {error}") from error
-            data = await source.receive()
-            if not data:
-                raise TransferError(f"the owner hung up after {decoder.size} bytes")
-            decoder.receive_data(data)
+            if scanner.size > self._max_file_bytes:
+                # The file grew past the limit while the owner was sending it.
+                raise TransferError(f"file too large (limit {self._max_file_bytes})")
+            try:
+                await destination.send(run.frames)
+            finally:
+                run.release()
+            self.stats.bytes_relayed += scanner.size - counted
+        if scanner.failure is not None:
+            raise TransferError(f"the owner failed: {scanner.failure}")

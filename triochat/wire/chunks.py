@@ -50,6 +50,8 @@ _END_PAYLOAD = struct.Struct(">Q16s")
 DIGEST_SIZE = _END_PAYLOAD.size - 8
 """Bytes of the whole-file digest (XXH3-128) in the end frame."""
 FRAME_OVERHEAD = _PREFIX.size + _CRC.size
+FRAME_PREFIX_SIZE = _PREFIX.size
+"""Bytes before a frame's payload (its kind and length)."""
 
 
 def checksum(payload: bytes | bytearray | memoryview) -> int:
@@ -65,6 +67,19 @@ def encode_frame(kind: bytes, payload: bytes | bytearray | memoryview) -> bytes:
 def encode_data(payload: bytes | bytearray | memoryview) -> bytes:
     """A data frame."""
     return encode_frame(DATA, payload)
+
+
+def seal_data_frame(frame: memoryview, length: int) -> int:
+    """Make a data frame in place: ``frame`` starts where its prefix goes, and ``length``
+    bytes of payload already sit after it; the prefix and the CRC are written around them.
+
+    Returns the frame's size. Senders that read the file straight into their send buffer use
+    this instead of :func:`encode_data`, which would copy the payload.
+    """
+    payload = frame[_PREFIX.size : _PREFIX.size + length]
+    _PREFIX.pack_into(frame, 0, DATA, length)
+    _CRC.pack_into(frame, _PREFIX.size + length, checksum(payload))
+    return _PREFIX.size + length + _CRC.size
 
 
 def encode_end(size: int, digest: bytes) -> bytes:
@@ -271,8 +286,13 @@ class AgentHandshake(Handshake[TransferRequest]):
         return _parse_request(fields)
 
 
-class ChunkDecoder:
-    """Checks frames as they arrive: each chunk's CRC-32C, then the total size and digest.
+class FrameScanner:
+    """Verifies frames where they lie in the caller's buffer, copying nothing.
+
+    The readers that own their receive buffers use it: the relay sends verified frames on from
+    its buffer, the requester writes their payloads to disk from its own. It checks each
+    chunk's CRC-32C, then the total size and (with ``check_digest``) the XXH3-128 digest at the
+    end frame.
 
     Args:
         check_digest: also keep the XXH3-128 of the data and compare it at the end frame (the
@@ -280,73 +300,85 @@ class ChunkDecoder:
     """
 
     def __init__(self, *, check_digest: bool = True) -> None:
-        self._buffer = bytearray()
         self._digest = new_digest() if check_digest else None
-        self._size = 0
-        self.finished = False
-
-    @property
-    def size(self) -> int:
+        self.size = 0
         """Bytes of verified file data so far."""
-        return self._size
+        self.finished = False
+        """An end or error frame has been verified; nothing may follow it."""
+        self.failure: str | None = None
+        """The sender's message, when it ended with an error frame."""
+        self.end_digest = b""
+        """The digest the end frame carried."""
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Add bytes from the peer."""
-        self._buffer += data
+    def frame_length(self, view: memoryview) -> int:
+        """Bytes the frame at the start of ``view`` takes in all, or the prefix's size while
+        the prefix is incomplete: a reader needs at least this much before :meth:`scan` can
+        verify it.
 
-    def next_event(self) -> ChunkEvent | NeedData:
-        """The next verified frame as an event, or ``NEED_DATA``.
+        Raises:
+            RemoteProtocolError: (fatal) an unknown frame kind or an over-large frame.
+        """
+        if len(view) < _PREFIX.size:
+            return _PREFIX.size
+        kind, length = _PREFIX.unpack_from(view)
+        if kind not in (DATA, END, ERROR):
+            raise RemoteProtocolError(f"unknown frame kind {kind!r}", recoverable=False)
+        if length > MAX_CHUNK_PAYLOAD:
+            raise RemoteProtocolError(f"frame too large ({length} bytes)", recoverable=False)
+        return int(_PREFIX.size + length + _CRC.size)
+
+    def scan(self, view: memoryview, payloads: list[memoryview] | None = None) -> int:
+        """Verify the complete frames at the start of ``view``; return the bytes they take.
+
+        Stops at the first incomplete frame, and after an end or error frame. The payloads of
+        data frames are appended to ``payloads`` as views into ``view``.
 
         Raises:
             RemoteProtocolError: (fatal) a checksum, size or digest mismatch, an unknown frame
                 kind, an over-large frame, or data after the end.
         """
-        buffer = self._buffer
-        if len(buffer) < _PREFIX.size:
-            if buffer and self.finished:
+        offset = 0
+        available = len(view)
+        while available - offset >= _PREFIX.size:
+            if self.finished:
                 raise RemoteProtocolError("data after the end of the file", recoverable=False)
-            return NEED_DATA
-        kind, length = _PREFIX.unpack_from(buffer)
-        if self.finished:
+            frame = view[offset:]
+            total = self.frame_length(frame)
+            if available - offset < total:
+                break
+            kind = frame[0:1]
+            payload = frame[_PREFIX.size : total - _CRC.size]
+            (crc,) = _CRC.unpack_from(frame, total - _CRC.size)
+            if checksum(payload) != crc:
+                raise RemoteProtocolError("chunk checksum mismatch", recoverable=False)
+            if kind == DATA:
+                self.size += len(payload)
+                if self._digest is not None:
+                    self._digest.update(payload)
+                if payloads is not None:
+                    payloads.append(payload)
+            elif kind == ERROR:
+                self.finished = True
+                self.failure = bytes(payload).decode("utf-8", errors="replace")
+            else:
+                self._end(payload)
+            offset += total
+        if self.finished and offset < available:
             raise RemoteProtocolError("data after the end of the file", recoverable=False)
-        if kind not in (DATA, END, ERROR):
-            raise RemoteProtocolError(f"unknown frame kind {kind!r}", recoverable=False)
-        if length > MAX_CHUNK_PAYLOAD:
-            raise RemoteProtocolError(f"frame too large ({length} bytes)", recoverable=False)
-        total = _PREFIX.size + length + _CRC.size
-        if len(buffer) < total:
-            return NEED_DATA
-        # One copy out of the buffer (``bytes(buffer[:total])`` would make two), through a view
-        # released before the buffer shrinks.
-        with memoryview(buffer) as view, view[:total] as head:
-            frame = bytes(head)
-        del buffer[:total]
-        payload = memoryview(frame)[_PREFIX.size : _PREFIX.size + length]
-        (crc,) = _CRC.unpack_from(frame, _PREFIX.size + length)
-        if checksum(payload) != crc:
-            raise RemoteProtocolError("chunk checksum mismatch", recoverable=False)
-        if kind == DATA:
-            self._size += length
-            if self._digest is not None:
-                self._digest.update(payload)
-            return DataChunk(payload, frame)
-        if kind == ERROR:
-            self.finished = True
-            return SenderFailed(bytes(payload).decode("utf-8", errors="replace"), frame)
-        return self._end(payload, frame)
+        return offset
 
-    def _end(self, payload: memoryview, frame: bytes) -> EndOfFile:
+    def _end(self, payload: memoryview) -> None:
         if len(payload) != _END_PAYLOAD.size:
             raise RemoteProtocolError("malformed end frame", recoverable=False)
         size, digest = _END_PAYLOAD.unpack(payload)
-        if size != self._size:
+        if size != self.size:
             raise RemoteProtocolError(
-                f"size mismatch: sender says {size} bytes, got {self._size}", recoverable=False
+                f"size mismatch: sender says {size} bytes, got {self.size}", recoverable=False
             )
         if self._digest is not None and self._digest.digest() != digest:
             raise RemoteProtocolError("file digest mismatch", recoverable=False)
         self.finished = True
-        return EndOfFile(size, digest, frame)
+        self.end_digest = digest
 
     def end_of_stream(self) -> None:
         """The connection ended: fine after the end frame, truncation otherwise.
@@ -356,8 +388,71 @@ class ChunkDecoder:
         """
         if not self.finished:
             raise RemoteProtocolError(
-                f"transfer cut short after {self._size} bytes", recoverable=False
+                f"transfer cut short after {self.size} bytes", recoverable=False
             )
+
+
+class ChunkDecoder:
+    """Frames as events, one at a time, from bytes fed in: a :class:`FrameScanner` behind a
+    buffer of its own (for readers that do not own their receive buffer).
+
+    Args:
+        check_digest: see :class:`FrameScanner`.
+    """
+
+    def __init__(self, *, check_digest: bool = True) -> None:
+        self._buffer = bytearray()
+        self._scanner = FrameScanner(check_digest=check_digest)
+
+    @property
+    def size(self) -> int:
+        """Bytes of verified file data so far."""
+        return self._scanner.size
+
+    @property
+    def finished(self) -> bool:
+        """An end or error frame has been decoded."""
+        return self._scanner.finished
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Add bytes from the peer."""
+        self._buffer += data
+
+    def next_event(self) -> ChunkEvent | NeedData:
+        """The next verified frame as an event, or ``NEED_DATA``.
+
+        Raises:
+            RemoteProtocolError: (fatal) see :meth:`FrameScanner.scan`.
+        """
+        buffer = self._buffer
+        if self._scanner.finished:
+            if buffer:
+                raise RemoteProtocolError("data after the end of the file", recoverable=False)
+            return NEED_DATA
+        with memoryview(buffer) as view:
+            total = self._scanner.frame_length(view)
+        if len(buffer) < total:
+            return NEED_DATA
+        # One copy out of the buffer (``bytes(buffer[:total])`` would make two), through a view
+        # released before the buffer shrinks.
+        with memoryview(buffer) as view, view[:total] as head:
+            frame = bytes(head)
+        del buffer[:total]
+        payloads: list[memoryview] = []
+        self._scanner.scan(memoryview(frame), payloads)
+        if payloads:
+            return DataChunk(payloads[0], frame)
+        if self._scanner.failure is not None:
+            return SenderFailed(self._scanner.failure, frame)
+        return EndOfFile(self._scanner.size, self._scanner.end_digest, frame)
+
+    def end_of_stream(self) -> None:
+        """The connection ended: fine after the end frame, truncation otherwise.
+
+        Raises:
+            RemoteProtocolError: (fatal) the stream stopped before the end frame.
+        """
+        self._scanner.end_of_stream()
 
 
 def is_plain_file_name(name: str) -> bool:
