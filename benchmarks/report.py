@@ -779,6 +779,14 @@ def render_idle(out_dir: Path, idle: dict[str, Any], plots: dict[str, str]) -> l
 
 
 def render_relay(out_dir: Path, relay: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    if relay.get("format") != 2:
+        return [
+            "## File relay",
+            "",
+            "(`results/file_relay.json` was written by an older version of the benchmark: "
+            "run `python -m benchmarks.file_relay` again.)",
+            "",
+        ]
     parts = [
         "## File relay",
         "",
@@ -793,13 +801,6 @@ def render_relay(out_dir: Path, relay: dict[str, Any], plots: dict[str, str]) ->
         "into a sink that discards (the ceiling).",
         "",
     ]
-    if relay.get("format") != 2:
-        return [
-            *parts,
-            "(`results/file_relay.json` was written by an older version of the benchmark: "
-            "run `python -m benchmarks.file_relay` again.)",
-            "",
-        ]
     if "file_relay" in plots:
         parts += [f"![file_relay]({plots['file_relay']})", ""]
     parts += relay_single_table(relay)
