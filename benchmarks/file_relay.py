@@ -67,6 +67,7 @@ RSS_LIMIT_MIB = 64
 CPU_FACTOR = 1.5
 SAMPLE_EVERY = 0.1
 WATCH_EVERY = 0.02
+SETTLE = 0.3
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 FILE_NAME = "payload.bin"
 
@@ -258,6 +259,23 @@ class PeakWatch:
         return max(self.peaks.values())
 
 
+def wait_idle(
+    processes: Sequence[subprocess.Popen[Any]], quiet: float = SETTLE, timeout: float = 30.0
+) -> None:
+    """Return once the processes used no CPU for ``quiet`` seconds (at most ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    last = -1.0
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        used = sum(cpu_seconds(process.pid) for process in processes)
+        if used != last:
+            last, since = used, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.05)
+    say(f"  the clients were still busy after {timeout} s; measuring anyway")
+
+
 def distinct_ports(count: int) -> list[int]:
     """``count`` free ports on 127.0.0.1, no two alike."""
     ports: set[int] = set()
@@ -354,17 +372,30 @@ class TriochatRoom:
             self.requester_dirs.append(requester_dir)
             self.owners.append(self._client(stack, f"owner{index}", owner_dir, ports.pop()))
             self.requesters.append(
-                self._client(stack, f"requester{index}", requester_dir, ports.pop())
+                self._client(
+                    stack, f"requester{index}", requester_dir, ports.pop(), self.requester_lines
+                )
             )
             names += [f"owner{index}", f"requester{index}"]
         # Python's start-up on a shared two-core machine: allow a few seconds per client.
         self.server_output.wait_for(
             [f":: {name}: connected." for name in names], 30 + 3 * len(names)
         )
+        # A menu client writes to the server at least WRITE_GAP (0.15 s) after its last write,
+        # and one just joined may still be importing: a request sent at once would be timed
+        # with both.
+        wait_idle([self.server, *self.owners, *self.requesters])
 
     def _client(
-        self, stack: ExitStack, name: str, directory: Path, file_port: int
+        self,
+        stack: ExitStack,
+        name: str,
+        directory: Path,
+        file_port: int,
+        lines: queue.Queue[tuple[str, float, str]] | None = None,
     ) -> subprocess.Popen[str]:
+        """A menu client joined as ``name``, sharing ``directory``; its output goes to
+        ``lines`` (the requesters', which the transfer waits on) or is drained."""
         client = subprocess.Popen(
             [
                 sys.executable,
@@ -379,8 +410,7 @@ class TriochatRoom:
         )
         stack.callback(common.stop_process, client, grace=2)
         assert client.stdin is not None and client.stdout is not None
-        # Requesters share one queue (the transfer waits on all of them); owners are drained.
-        LineReader(client.stdout, name, self.requester_lines if "requester" in name else None)
+        LineReader(client.stdout, name, lines)
         client.stdin.write(f"{name}\n")
         client.stdin.flush()
         return client
@@ -854,6 +884,8 @@ def main(argv: list[str] | None = None) -> int:
         "--large-mib", type=int, help="one transfer this big, RSS sampled (0: none; full run 4096)"
     )
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.size_mib:
         sizes = [args.size_mib]
     elif args.sizes_mib:
@@ -880,7 +912,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     started = time.monotonic()
     for size in sizes:
-        say(f"file relay {size} MiB, {args.repeats} runs ...")
+        say(f"file relay {size} MiB x {args.repeats} ...")
         row = single(size, args.repeats, socat=not why)
         results["rows"].append(row)
         print(describe_single(row), flush=True)
