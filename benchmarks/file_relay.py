@@ -10,8 +10,8 @@ the same file through three socat processes, the middle one a relay like the ser
     socat -u TCP-LISTEN:SINK,bind=127.0.0.1,reuseaddr CREATE:dst               (sink)
 
 timed from starting the sender until the sink has exited with the whole file (then hashed);
-the relay's CPU time and peak RSS come from ``wait4``. A direct loopback copy (``sendfile``
-into a sink that discards) is the ceiling. In one run:
+the relay's CPU time comes from ``wait4``, its peak RSS from ``VmHWM``. A direct loopback
+copy (``sendfile`` into a sink that discards) is the ceiling. In one run:
 
 - single transfers at each size, ``--repeats`` times each (triochat, socat, direct copy
   interleaved so that the shared machine's load hits them alike): medians, with min-max;
@@ -20,17 +20,19 @@ into a sink that discards) is the ceiling. In one run:
 - ``--concurrent`` transfers at once (8 owners, 8 requesters, one server; each owner serves
   its own hard link of one file): aggregate and per-transfer MB/s, the server's CPU per GiB and
   peak RSS; the same number of socat chains at once beside it;
-- one ``--large-mib`` transfer with the server's RSS sampled every 100 ms: memory stays flat;
+- one ``--large-mib`` transfer with the server's RSS sampled every 100 ms: is memory flat?
 - the targets, met or not, with the figures (also in RESULTS.md).
 
-    python -m benchmarks.file_relay                  # 1 GiB x3, 8 x 256 MiB, 4 GiB: ~3 min
+    python -m benchmarks.file_relay                  # 1 GiB x3, 8 x 256 MiB, 4 GiB
     python -m benchmarks.file_relay --quick          # 64 MiB x3, 8 x 16 MiB, no large
     python -m benchmarks.file_relay --size-mib 256   # one size (--sizes-mib 64,256: several)
     python -m benchmarks.file_relay --large-mib 0    # the full run without the large file
     python -m benchmarks.file_relay --profile        # also profile the server relaying 256 MiB
 
-The full run includes the 4 GiB transfer (it needs 8 GiB free under the temp directory; a
-part without room is skipped, as stderr says). ``--size-mib``/``--sizes-mib`` runs have no
+The full run includes the 4 GiB transfer: a few minutes in all at triochat's ~200 MB/s (an
+estimate; it was never run on the shared development machine). It needs 8 GiB free under the
+temp directory; a part without room is skipped, as stderr says. Requests are sent once the
+server and clients are idle (not while they start up). ``--size-mib``/``--sizes-mib`` runs have no
 large transfer unless ``--large-mib`` asks for one, and ``--concurrent-mib`` defaults to a
 quarter of the largest single size (256 MiB for 1 GiB), so the concurrent transfers move
 twice the single one's bytes. ``--concurrent 0`` skips them. Without socat
