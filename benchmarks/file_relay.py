@@ -289,6 +289,16 @@ def distinct_ports(count: int) -> list[int]:
 # --- figures ----------------------------------------------------------------------------------
 
 
+def settle_disk() -> None:
+    """Write out every dirty page before a timed run, so that no run pays for the one before.
+
+    The socat sink and ``make_file`` leave up to a GiB unwritten; the requester's fsync
+    before its rename would then wait for ext4 to commit that too (data=ordered), and the
+    figures would depend on the order of the runs.
+    """
+    os.sync()
+
+
 def per_gib(cpu_s: float, nbytes: int) -> float:
     return cpu_s / (nbytes / GIB)
 
@@ -422,6 +432,7 @@ class TriochatRoom:
         size = self.source.stat().st_size
         total = size * self.count
         processes = [self.server, *self.owners, *self.requesters]
+        settle_disk()
         before = [cpu_seconds(process.pid) for process in processes]
         samples: list[tuple[float, int]] = []
         started: dict[str, float] = {}
@@ -565,6 +576,7 @@ def run_socat_chains(source: Path, expected: str, count: int = 1) -> dict[str, A
             wait_listening(relay_port, relays[-1])
             relay_ports.append(relay_port)
         peaks = PeakWatch(relays)
+        settle_disk()
         start = time.perf_counter()
         senders = [spawn("-u", f"FILE:{source}", f"TCP:{HOST}:{port}") for port in relay_ports]
         try:

@@ -21,10 +21,10 @@ from triochat.wire.common import NEED_DATA, RemoteProtocolError
 
 RECEIVE_SIZE = 1024 * 1024
 """Bytes read at a time: the most either end holds of one transfer."""
-MAX_RECEIVE_LOW_WATER = 256 * 1024
+MAX_RECEIVE_LOW_WATER = 1024 * 1024
 """The most bytes a receive waits to gather (kept below half of the usual receive buffer,
 which the kernel needs free to go on accepting data)."""
-SLAB_SIZE = 4 * (CHUNK_SIZE + FRAME_OVERHEAD)
+SLAB_SIZE = CHUNK_SIZE + FRAME_OVERHEAD
 """Bytes of one frame window buffer: a whole number of the senders' frames, so frames never
 straddle the end of a buffer and nothing is moved when the window goes on to the next one."""
 

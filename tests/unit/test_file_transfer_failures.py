@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 from triochat.events import FileAnnouncement, FileFailed
+from triochat.wire.chunks import CHUNK_SIZE
 
 from .file_transfer_helpers import World, in_world, listing
 
@@ -83,7 +84,8 @@ async def test_owner_cut_mid_transfer_leaves_the_requester_no_file(tmp_path: Pat
         alice = world.add("alice", 7001)
         bob = world.add("bob", 7002)
         (alice.share / "big.bin").write_bytes(data)
-        world.filters[7001] = lambda stream: CutAfter(stream, 700_000)
+        # Cut inside the second frame: the first was relayed whole.
+        world.filters[7001] = lambda stream: CutAfter(stream, CHUNK_SIZE + 500_000)
         world.request(bob, "alice", "big.bin")
         await world.observer.wait_for(1)
         ((filename, owner, requester, reason),) = world.observer.failed

@@ -22,7 +22,7 @@ from triochat.wire.chunks import (
     seal_data_frame,
 )
 
-FRAMES_PER_READ = 4
+FRAMES_PER_READ = 1
 """Frames filled per thread hop: 1 MiB of file data at the senders' chunk size."""
 _FRAME_SIZE = CHUNK_SIZE + FRAME_OVERHEAD
 _PAYLOAD = slice(FRAME_PREFIX_SIZE, FRAME_PREFIX_SIZE + CHUNK_SIZE)

@@ -34,7 +34,7 @@ from crc32c import crc32c
 
 from triochat.wire.common import NEED_DATA, NeedData, RemoteProtocolError
 
-CHUNK_SIZE = 256 * 1024
+CHUNK_SIZE = 1024 * 1024
 """Bytes of file data per frame that senders use."""
 MAX_CHUNK_PAYLOAD = 2 * 1024 * 1024
 """Largest payload a receiver accepts; anything larger is a protocol error, never buffered."""
