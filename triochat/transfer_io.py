@@ -8,6 +8,7 @@ exception whose text is fit to show the user.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,13 @@ from typing import TypeVar
 
 import trio
 
-from triochat.wire.chunks import CHUNK_SIZE, FRAME_OVERHEAD, FrameScanner, Handshake
+from triochat.wire.chunks import (
+    CHUNK_SIZE,
+    FRAME_OVERHEAD,
+    FRAME_PREFIX_SIZE,
+    FrameScanner,
+    Handshake,
+)
 from triochat.wire.common import NEED_DATA, RemoteProtocolError
 
 RECEIVE_SIZE = 1024 * 1024
@@ -185,10 +192,20 @@ class FileLink:
 
 
 class _Slab:
-    """One buffer of a frame window, and how many runs handed out from it are still held."""
+    """One buffer of a frame window, and how many runs handed out from it are still held.
 
-    def __init__(self, capacity: int) -> None:
-        self.view = memoryview(bytearray(capacity))
+    ``aligned``: the buffer starts :data:`FRAME_PREFIX_SIZE` bytes before a page boundary, so
+    the payload of a frame received at its start lies on the boundary, where the requester
+    can write it to disk directly (``O_DIRECT``, see ``client/disk_writer.py``).
+    """
+
+    def __init__(self, capacity: int, *, aligned: bool = False) -> None:
+        if aligned:
+            area = mmap.mmap(-1, capacity + mmap.PAGESIZE)  # anonymous: page-aligned
+            start = mmap.PAGESIZE - FRAME_PREFIX_SIZE
+            self.view = memoryview(area)[start : start + capacity]
+        else:
+            self.view = memoryview(bytearray(capacity))
         self.held = 0
 
 
@@ -228,6 +245,8 @@ class FrameWindow:
         first: bytes already received after the handshake.
         buffers: how many buffers runs may hold at once.
         capacity: bytes per buffer (grown for a larger frame, up to the largest allowed).
+        aligned: place each buffer so that a frame received at its start has its payload on
+            a page boundary (see :class:`_Slab`).
     """
 
     def __init__(
@@ -238,12 +257,14 @@ class FrameWindow:
         *,
         buffers: int = 2,
         capacity: int = SLAB_SIZE,
+        aligned: bool = False,
     ) -> None:
         self._link = link
         self._scanner = scanner
         self._capacity = capacity
+        self._aligned = aligned
         self._limit = max(buffers, 2)
-        self._slabs = [_Slab(max(capacity, len(first)))]
+        self._slabs = [_Slab(max(capacity, len(first)), aligned=aligned)]
         self._current = self._slabs[0]
         self._current.view[: len(first)] = first
         self._start = 0
@@ -303,10 +324,11 @@ class FrameWindow:
                     continue
                 if len(slab.view) < needed:
                     # A sender's frames larger than the buffers: this one grows, once.
-                    self._slabs[self._slabs.index(slab)] = slab = _Slab(needed)
+                    slab_index = self._slabs.index(slab)
+                    self._slabs[slab_index] = slab = _Slab(needed, aligned=self._aligned)
                 return slab
             if len(self._slabs) < self._limit:
-                slab = _Slab(max(self._capacity, needed))
+                slab = _Slab(max(self._capacity, needed), aligned=self._aligned)
                 self._slabs.append(slab)
                 return slab
             await self._released.wait()

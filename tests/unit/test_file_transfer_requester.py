@@ -201,26 +201,27 @@ async def test_a_failure_reported_twice_is_shown_once(tmp_path: Path) -> None:
 
 
 class FullDisk:
-    """``os.writev`` on a disk with ``room`` bytes free: then it fails with ENOSPC."""
+    """``os.pwritev`` on a disk with ``room`` bytes free: then it fails with ENOSPC."""
 
     room = 20_000
 
     def __init__(self) -> None:
         self.written = 0
-        self._writev = os.writev  # the real one, before the test patches the os module
+        self._pwritev = os.pwritev  # the real one, before the test patches the os module
 
-    def __call__(self, fd: int, buffers: list[memoryview], /) -> int:
+    def __call__(self, fd: int, buffers: list[memoryview], offset: int, /) -> int:
         wanted = sum(len(buffer) for buffer in buffers)
         if self.written + wanted > self.room:
             raise OSError(errno.ENOSPC, "No space left on device")
-        self.written += self._writev(fd, buffers)
-        return wanted
+        written = self._pwritev(fd, buffers, offset)
+        self.written += written
+        return written
 
 
 async def test_a_full_disk_on_the_requester_leaves_no_file_and_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("triochat.client.file_agent.os.writev", FullDisk())
+    monkeypatch.setattr("triochat.client.disk_writer.os.pwritev", FullDisk())
     reports = Reports()
     agent = FileAgent(tmp_path, reports)
     agent.announce(FileAnnouncement(TransferRole.DELIVER, TOKEN, "movie.bin", "alice"))

@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from triochat.client.disk_writer import DiskWriter, open_direct
 from triochat.client.file_sender import send_file
 from triochat.events import FileAnnouncement, FileFailed, TransferRole
 from triochat.transfer_io import FileLink, FrameRun, FrameWindow, TransferError
@@ -52,8 +53,6 @@ WRITE_BUFFERS = 4
 within this much memory per transfer."""
 WRITE_QUEUE = 8
 """Verified runs of frames waiting to be written."""
-_IOV_MAX = 1024
-"""The most buffers one ``writev`` takes (Linux's IOV_MAX)."""
 FLUSH_EVERY = 64 * 1024 * 1024
 """Bytes written between early ``fdatasync`` calls, which run beside the writes so that the
 fsync before the rename has little left to flush (the durability guarantee stays)."""
@@ -242,7 +241,8 @@ class FileAgent:
             meter = None
             if self._progress is not None:
                 meter = ProgressMeter(f"File {filename} from {owner}", request.size, self._progress)
-            size = await self._write_verified(link, fd, rest, meter)
+            disk = DiskWriter(fd, open_direct(temp_path))
+            size = await self._write_verified(link, disk, rest, meter)
             os.chmod(temp_path, self._file_mode)
             os.replace(temp_path, self._share_dir / filename)
         except (
@@ -271,21 +271,21 @@ class FileAgent:
             await link.send(handshake.send(TransferAccepted(size)))
 
     async def _write_verified(
-        self, link: FileLink, fd: int, rest: bytes, meter: ProgressMeter | None = None
+        self, link: FileLink, disk: DiskWriter, rest: bytes, meter: ProgressMeter | None = None
     ) -> int:
         """Receive, verify and write the file; return its size once it is on disk.
 
         Frames are verified where they land in the receive buffers, and a worker thread
         writes their payloads from there while the next ones arrive (at most
-        :data:`WRITE_BUFFERS` buffers are held), so nothing is copied in Python. Every
+        :data:`WRITE_BUFFERS` buffers are held): nothing is copied in Python, and aligned
+        chunks not even into the page cache (:mod:`triochat.client.disk_writer`). Every
         :data:`FLUSH_EVERY` bytes an early ``fdatasync`` starts in another thread, so the
-        network, the copy into the page cache and the disk overlap, and the fsync before the
-        rename has little left to do.
+        network and the disk overlap, and the fsync before the rename has little left to do.
         """
         scanner = FrameScanner(check_digest=True)
-        window = FrameWindow(link, scanner, rest, buffers=WRITE_BUFFERS)
+        window = FrameWindow(link, scanner, rest, buffers=WRITE_BUFFERS, aligned=True)
         send, receive = trio.open_memory_channel[FrameRun](WRITE_QUEUE)
-        writer = _RunWriter(fd, receive)
+        writer = _RunWriter(disk, receive)
         failure: Exception | None = None
         try:
             async with trio.open_nursery() as nursery:
@@ -300,7 +300,8 @@ class FileAgent:
                     failure = error
                     nursery.cancel_scope.cancel()
         finally:
-            os.close(fd)
+            disk.close()
+            os.close(disk.fd)
         if writer.error is not None:
             raise writer.error
         if failure is not None:
@@ -374,22 +375,12 @@ class ProgressMeter:
         return text
 
 
-def _write_all(fd: int, chunks: list[memoryview]) -> None:
-    """Write every chunk, in order, with as few system calls as the kernel allows."""
-    while chunks:
-        written = os.writev(fd, chunks[:_IOV_MAX])
-        while chunks and written >= len(chunks[0]):
-            written -= len(chunks.pop(0))
-        if written:
-            chunks[0] = chunks[0][written:]
-
-
 class _RunWriter:
     """Writes the payloads of verified runs in worker threads, flushing early; releases each
     run's buffer once written; keeps the first write error."""
 
-    def __init__(self, fd: int, runs: trio.MemoryReceiveChannel[FrameRun]) -> None:
-        self._fd = fd
+    def __init__(self, disk: DiskWriter, runs: trio.MemoryReceiveChannel[FrameRun]) -> None:
+        self._disk = disk
         self._runs = runs
         self.cancel_scope: trio.CancelScope | None = None
         self.complete = False
@@ -403,7 +394,7 @@ class _RunWriter:
         async with self._runs, trio.open_nursery() as flushes:
             while batch := await self._next_batch():
                 chunks = [payload for run in batch for payload in run.payloads]
-                written = await self._in_thread(_write_all, self._fd, list(chunks))
+                written = await self._in_thread(self._disk.write, chunks)
                 for run in batch:
                     run.release()
                 if not written:
@@ -416,7 +407,7 @@ class _RunWriter:
                     self._flushing = True
                     flushes.start_soon(self._flush_early)
         if self.complete:
-            await self._in_thread(os.fsync, self._fd)
+            await self._in_thread(os.fsync, self._disk.fd)
 
     async def _in_thread(self, work: Callable[..., None], *args: Any) -> bool:
         """Run ``work`` in a worker thread; on OSError keep it, cancel the transfer, say False.
@@ -448,6 +439,6 @@ class _RunWriter:
 
     async def _flush_early(self) -> None:
         try:
-            await self._in_thread(os.fdatasync, self._fd)
+            await self._in_thread(os.fdatasync, self._disk.fd)
         finally:
             self._flushing = False
