@@ -34,7 +34,7 @@ def is_page_aligned(view: memoryview) -> bool:
         return False
 
 
-def open_direct(path: Path) -> int | None:
+def open_direct_writer(path: Path) -> int | None:
     """A second descriptor on ``path`` that writes around the page cache, or None where the
     system or the file system has no ``O_DIRECT``."""
     flag = getattr(os, "O_DIRECT", 0)
@@ -51,7 +51,7 @@ class DiskWriter:
 
     Args:
         fd: the file, opened for ordinary (buffered) writes.
-        direct_fd: the same file opened with ``O_DIRECT`` (see :func:`open_direct`), or None.
+        direct_fd: the same file opened with ``O_DIRECT`` (see :func:`open_direct_writer`), or None.
             The writer owns it and closes it in :meth:`close`.
     """
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from triochat.client.disk_writer import DiskWriter, open_direct
+from triochat.client.disk_writer import DiskWriter, open_direct_writer
 from triochat.client.file_sender import send_file
 from triochat.events import FileAnnouncement, FileFailed, TransferRole
 from triochat.transfer_io import FileLink, FrameRun, FrameWindow, TransferError
@@ -241,7 +241,7 @@ class FileAgent:
             meter = None
             if self._progress is not None:
                 meter = ProgressMeter(f"File {filename} from {owner}", request.size, self._progress)
-            disk = DiskWriter(fd, open_direct(temp_path))
+            disk = DiskWriter(fd, open_direct_writer(temp_path))
             size = await self._write_verified(link, disk, rest, meter)
             os.chmod(temp_path, self._file_mode)
             os.replace(temp_path, self._share_dir / filename)
