@@ -26,8 +26,8 @@ from triochat.wire.chunks import (
 )
 from triochat.wire.common import NEED_DATA, RemoteProtocolError
 
-RECEIVE_SIZE = 1024 * 1024
-"""Bytes read at a time: the most either end holds of one transfer."""
+RECEIVE_SIZE = 64 * 1024
+"""Bytes a handshake read takes at a time (the frames after it go to a :class:`FrameWindow`)."""
 MAX_RECEIVE_LOW_WATER = 1024 * 1024
 """The most bytes a receive waits to gather (kept below half of the usual receive buffer,
 which the kernel needs free to go on accepting data)."""
@@ -53,8 +53,7 @@ class FileLink:
     def __init__(self, stream: trio.abc.Stream, stall_timeout: float) -> None:
         self.stream = stream
         self._stall_timeout = stall_timeout
-        # One receive buffer for the whole transfer: a fresh 1 MiB object per read costs an
-        # allocation and its page faults each time, more than the copy the reader makes.
+        # One receive buffer for the handshake; the frames are received by a FrameWindow.
         self._buffer = bytearray(RECEIVE_SIZE)
         self._view = memoryview(self._buffer)
         self._low_water = 1
