@@ -289,14 +289,22 @@ def distinct_ports(count: int) -> list[int]:
 # --- figures ----------------------------------------------------------------------------------
 
 
-def settle_disk() -> None:
-    """Write out every dirty page before a timed run, so that no run pays for the one before.
+def settle_disk(source: Path) -> None:
+    """Put every contender's timed run on the same footing: nothing left to write, and the
+    source file in the page cache.
 
-    The socat sink and ``make_file`` leave up to a GiB unwritten; the requester's fsync
-    before its rename would then wait for ext4 to commit that too (data=ordered), and the
-    figures would depend on the order of the runs.
+    The socat sink and ``make_file`` leave up to a GiB unwritten; a requester's fsync before
+    its rename would then wait for ext4 to commit that too (data=ordered). And on this
+    project's VM, DAMON pages out memory left idle for about a second (``pageout`` scheme,
+    ``/sys/kernel/mm/damon``): while triochat's clients start, the source would go back to
+    disk, and the owner would read it from there (1.5 CPU s/GiB) where socat, quicker to
+    start, reads it from memory. So: sync, then read the source through once.
     """
     os.sync()
+    with source.open("rb", buffering=0) as warm:
+        buffer = memoryview(bytearray(BLOCK))
+        while warm.readinto(buffer):
+            pass
 
 
 def per_gib(cpu_s: float, nbytes: int) -> float:
@@ -432,7 +440,7 @@ class TriochatRoom:
         size = self.source.stat().st_size
         total = size * self.count
         processes = [self.server, *self.owners, *self.requesters]
-        settle_disk()
+        settle_disk(self.source)
         before = [cpu_seconds(process.pid) for process in processes]
         samples: list[tuple[float, int]] = []
         started: dict[str, float] = {}
@@ -576,7 +584,7 @@ def run_socat_chains(source: Path, expected: str, count: int = 1) -> dict[str, A
             wait_listening(relay_port, relays[-1])
             relay_ports.append(relay_port)
         peaks = PeakWatch(relays)
-        settle_disk()
+        settle_disk(source)
         start = time.perf_counter()
         senders = [spawn("-u", f"FILE:{source}", f"TCP:{HOST}:{port}") for port in relay_ports]
         try:
@@ -629,6 +637,7 @@ def direct_copy_mbps(path: Path) -> float:
 
         thread = threading.Thread(target=sink, daemon=True)
         thread.start()
+        settle_disk(path)
         start = time.perf_counter()
         with (
             socket.create_connection((HOST, port), timeout=timeout) as client,

@@ -317,20 +317,32 @@ class FrameWindow:
         return needed - len(partial)
 
     async def _free_slab(self, needed: int, *, moving: bool) -> _Slab:
+        """A buffer no run holds, with room for ``needed`` bytes; waits for a release when
+        every buffer is held.
+
+        When the bytes to move are in the current buffer, it cannot take them itself; if no
+        other buffer is free but nothing holds the current one either, a new buffer takes its
+        place (its bytes are copied out before it is dropped).
+        """
         while True:
-            for slab in self._slabs:
-                if slab.held or (moving and slab is self._current):
-                    continue
-                if len(slab.view) < needed:
-                    # A sender's frames larger than the buffers: this one grows, once.
-                    slab_index = self._slabs.index(slab)
-                    self._slabs[slab_index] = slab = _Slab(needed, aligned=self._aligned)
-                return slab
+            free = [slab for slab in self._slabs if not slab.held]
+            others = [slab for slab in free if not (moving and slab is self._current)]
+            roomy = [slab for slab in others if len(slab.view) >= needed]
+            if roomy:
+                return roomy[0]
             if len(self._slabs) < self._limit:
-                slab = _Slab(max(self._capacity, needed), aligned=self._aligned)
+                slab = self._new_slab(needed)
                 self._slabs.append(slab)
                 return slab
+            if free:
+                # A sender's frames larger than the buffers: one grows (is replaced), once.
+                index = self._slabs.index(others[0] if others else free[0])
+                self._slabs[index] = slab = self._new_slab(needed)
+                return slab
             await self._released.wait()
+
+    def _new_slab(self, needed: int) -> _Slab:
+        return _Slab(max(self._capacity, needed), aligned=self._aligned)
 
     def _release(self, slab: _Slab) -> None:
         slab.held -= 1

@@ -54,9 +54,10 @@ FRAME_PREFIX_SIZE = _PREFIX.size
 """Bytes before a frame's payload (its kind and length)."""
 
 
-def checksum(payload: bytes | bytearray | memoryview) -> int:
-    """A chunk's checksum: CRC-32C (hardware on x86-64 and ARMv8, releases the GIL)."""
-    return crc32c(payload)
+def checksum(payload: bytes | bytearray | memoryview, value: int = 0) -> int:
+    """A chunk's checksum: CRC-32C (hardware on x86-64 and ARMv8, releases the GIL); with
+    ``value``, the checksum of the bytes that ``value`` covers followed by ``payload``."""
+    return int(crc32c(payload, value))
 
 
 def encode_frame(kind: bytes, payload: bytes | bytearray | memoryview) -> bytes:
@@ -69,16 +70,18 @@ def encode_data(payload: bytes | bytearray | memoryview) -> bytes:
     return encode_frame(DATA, payload)
 
 
-def seal_data_frame(frame: memoryview, length: int) -> int:
+def seal_data_frame(frame: memoryview, length: int, crc: int | None = None) -> int:
     """Make a data frame in place: ``frame`` starts where its prefix goes, and ``length``
     bytes of payload already sit after it; the prefix and the CRC are written around them.
 
+    ``crc``: the payload's CRC-32C, when the caller has it already (computed piece by piece).
     Returns the frame's size. Senders that read the file straight into their send buffer use
     this instead of :func:`encode_data`, which would copy the payload.
     """
-    payload = frame[_PREFIX.size : _PREFIX.size + length]
+    if crc is None:
+        crc = checksum(frame[_PREFIX.size : _PREFIX.size + length])
     _PREFIX.pack_into(frame, 0, DATA, length)
-    _CRC.pack_into(frame, _PREFIX.size + length, checksum(payload))
+    _CRC.pack_into(frame, _PREFIX.size + length, crc)
     return _PREFIX.size + length + _CRC.size
 
 
