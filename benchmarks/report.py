@@ -794,9 +794,11 @@ def render_relay(out_dir: Path, relay: dict[str, Any], plots: dict[str, str]) ->
         "server relays it in checksummed chunks to the requester menu client, which checks "
         "every chunk and the whole-file digest, fsyncs and renames the file into place; timed "
         "from the request to the requester's `verified` line, and every copy is hashed again. "
-        "socat chain: `socat -u FILE:src TCP:relay` into `socat -b 262144 TCP-LISTEN TCP:sink` "
-        "into `socat -u TCP-LISTEN CREATE:dst`, timed from starting the sender until the sink "
-        "has exited with the whole file (then hashed); the relay's CPU time comes from "
+        "socat chain: `socat -b 262144 -u FILE:src TCP:relay` into `socat -b 262144 TCP-LISTEN "
+        "TCP:sink` into `socat -b 262144 -u TCP-LISTEN CREATE:dst` (no fsync), timed from "
+        "starting the sender until the sink has exited with the whole file (then hashed); "
+        "before each timed run the disk is synced and the source read through once, for every "
+        "contender alike; the relay's CPU time comes from "
         "`wait4`, its peak RSS from `VmHWM`. Direct: `sendfile` over one loopback connection "
         "into a sink that discards (the ceiling).",
         "",
