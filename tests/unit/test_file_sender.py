@@ -7,7 +7,9 @@ with the size and the XXH3-128 of the bytes actually sent.
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import random
 from pathlib import Path
 
@@ -297,3 +299,58 @@ async def test_send_file_returns_the_bytes_sent_not_the_files_size_at_the_start(
     received = Received(stream)
     assert received.end is not None
     assert sent == received.end.size == len(data)
+
+
+# --- reads from the page cache on the event loop -------------------------------------------
+
+
+def test_a_cached_file_fills_a_whole_frame_without_a_thread(tmp_path: Path) -> None:
+    # Just written, so in the page cache: a cached-only read needs no worker thread.
+    data = file_data(CHUNK_SIZE + 10, seed=12)
+    path = tmp_path / "cached.bin"
+    path.write_bytes(data)
+    with path.open("rb", buffering=0) as file:
+        filler = FrameFiller(file, new_digest())
+        buffer = memoryview(bytearray(FRAME))
+        used = filler.fill(buffer, cached_only=True)
+        assert used is not None
+        assert bytes(buffer[:used]) == encode_data(data[:CHUNK_SIZE])
+
+
+def test_an_in_memory_file_leaves_cached_only_reads_to_the_thread() -> None:
+    filler = FrameFiller(io.BytesIO(b"abc"), new_digest())
+    buffer = memoryview(bytearray(FRAME))
+    assert filler.fill(buffer, cached_only=True) is None
+    assert filler.fill(buffer) == len(encode_data(b"abc"))
+
+
+def test_a_frame_begun_from_the_cache_is_finished_by_the_blocking_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cache holds the first piece only: the worker thread's read goes on from there, and
+    # the frame (its CRC, the digest) is the same as if read in one go.
+    data = file_data(2 * CHUNK_SIZE, seed=13)
+    path = tmp_path / "half-cached.bin"
+    path.write_bytes(data)
+    real_preadv = os.preadv
+    calls: list[int] = []
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int, flags: int = 0, /) -> int:
+        calls.append(flags)
+        if flags and len(calls) > 1:
+            raise BlockingIOError(errno.EAGAIN, "not in the page cache")
+        return real_preadv(fd, buffers, offset, flags)
+
+    monkeypatch.setattr("triochat.client.file_sender.os.preadv", preadv)
+    digest = new_digest()
+    with path.open("rb", buffering=0) as file:
+        filler = FrameFiller(file, digest)
+        buffer = memoryview(bytearray(FRAME))
+        assert filler.fill(buffer, cached_only=True) is None
+        used = filler.fill(buffer)
+        assert used is not None
+        assert bytes(buffer[:used]) == encode_data(data[:CHUNK_SIZE])
+        frames = [bytes(buffer[:used]), *fill_all(filler)]
+    assert b"".join(frames) == encode_data(data[:CHUNK_SIZE]) + encode_data(data[CHUNK_SIZE:])
+    assert digest.digest() == xxhash.xxh3_128(data).digest()
+    assert calls[0] != 0 and 0 in calls  # cached-only first, then blocking

@@ -7,7 +7,6 @@ The tests play the relay: they connect to :meth:`FileAgent.handle` and present a
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import random
@@ -20,7 +19,7 @@ import trio.testing
 import xxhash
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+    pass
 
 from triochat.client.file_agent import ANNOUNCE_WAIT, HEADER_TIMEOUT, FileAgent
 from triochat.events import FileAnnouncement, TransferRole
@@ -257,16 +256,18 @@ async def test_a_link_that_stays_inside_the_share_directory_is_served(share: Pat
     assert reply.decoded()[0] == b"inside"
 
 
-class FailingReads(io.FileIO):
-    """A file whose reads fail (EIO) after the first one, like a disk going bad."""
+class FailingReads:
+    """``os.preadv`` on a disk going bad: reads fail (EIO) after the first one."""
 
-    reads = 0
+    def __init__(self) -> None:
+        self.reads = 0
+        self._preadv = os.preadv  # the real one, before the test patches the os module
 
-    def readinto(self, buffer: WriteableBuffer, /) -> int | None:
+    def __call__(self, fd: int, buffers: list[memoryview], offset: int, flags: int = 0, /) -> int:
         self.reads += 1
         if self.reads > 1:
             raise OSError(errno.EIO, "Input/output error")
-        return super().readinto(buffer)
+        return self._preadv(fd, buffers, offset, flags)
 
 
 async def test_read_error_mid_file_is_reported_with_an_error_frame(
@@ -274,10 +275,7 @@ async def test_read_error_mid_file_is_reported_with_an_error_frame(
 ) -> None:
     (tmp_path / "flaky.bin").write_bytes(os.urandom(3 * CHUNK_SIZE))
 
-    async def open_failing(path: Path, mode: str, buffering: int) -> trio.abc.AsyncResource:
-        return trio.wrap_file(FailingReads(path, "rb"))
-
-    monkeypatch.setattr(trio, "open_file", open_failing)
+    monkeypatch.setattr("triochat.client.file_sender.os.preadv", FailingReads())
     agent = FileAgent(tmp_path, Reports())
     agent.announce(FileAnnouncement(TransferRole.FETCH, TOKEN, "flaky.bin", "bob"))
     reply = await fetch(agent)
@@ -308,17 +306,21 @@ def test_reply_helpers_parse_what_the_agent_sends() -> None:
     assert header_line({"status": "ok", "size": 1}) == AgentHandshake().send(TransferAccepted(1))
 
 
-class GrowingFile(io.FileIO):
-    """A file that someone appends to while it is being read (after the first read)."""
+class GrowingFile:
+    """``os.preadv`` on a file that someone appends to while it is read (after the first read)."""
 
     extra = b"appended while sending" * 1000
-    grown = False
 
-    def readinto(self, buffer: WriteableBuffer, /) -> int | None:
-        count = super().readinto(buffer)
-        if not self.grown:
-            self.grown = True
-            with open(self.name, "ab") as appender:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._grown = False
+        self._preadv = os.preadv  # the real one, before the test patches the os module
+
+    def __call__(self, fd: int, buffers: list[memoryview], offset: int, flags: int = 0, /) -> int:
+        count = self._preadv(fd, buffers, offset, flags)
+        if not self._grown:
+            self._grown = True
+            with self._path.open("ab") as appender:
                 appender.write(self.extra)
         return count
 
@@ -330,10 +332,7 @@ async def test_a_file_that_grows_while_sent_arrives_as_read_and_verified(
     original = random.Random(6).randbytes(2 * CHUNK_SIZE + 17)
     (tmp_path / "log.txt").write_bytes(original)
 
-    async def open_growing(path: Path, mode: str, buffering: int) -> trio.abc.AsyncResource:
-        return trio.wrap_file(GrowingFile(path, "rb"))
-
-    monkeypatch.setattr(trio, "open_file", open_growing)
+    monkeypatch.setattr("triochat.client.file_sender.os.preadv", GrowingFile(tmp_path / "log.txt"))
     agent = FileAgent(tmp_path, Reports())
     agent.announce(FileAnnouncement(TransferRole.FETCH, TOKEN, "log.txt", "bob"))
     reply = await fetch(agent)

@@ -14,6 +14,7 @@ the page cache, and a direct read goes to the disk anyway, beside the requester'
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol
 
 import trio
@@ -28,6 +29,7 @@ from triochat.wire.chunks import (
     seal_data_frame,
 )
 
+_RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _PAYLOAD = slice(FRAME_PREFIX_SIZE, FRAME_PREFIX_SIZE + CHUNK_SIZE)
 READ_PIECE = 256 * 1024
 """Bytes read and hashed at a time: a piece is hashed right after it lands, while it is still
@@ -40,46 +42,83 @@ class ReadableFile(Protocol):
     def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
+def _descriptor(file: object) -> int | None:
+    """The file's descriptor when it has one and the system can read cached bytes only."""
+    if not _RWF_NOWAIT:
+        return None
+    try:
+        fd = file.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: in-memory files
+        return None
+    return fd if isinstance(fd, int) else None
+
+
 class FrameFiller:
     """Makes data frames of a file's bytes, keeping the whole-file digest (XXH3-128)."""
 
     def __init__(self, file: ReadableFile, digest: Any) -> None:
         self._file = file
         self._digest = digest
+        # A real file is read at explicit offsets, which lets a read ask for cached bytes only.
+        self._fd = _descriptor(file)
         self.sent = 0
         """File bytes put into frames so far."""
+        self._count = 0  # bytes of the frame being filled, and their CRC-32C
+        self._crc = 0
         self._error: OSError | None = None
 
-    def fill(self, frame: memoryview) -> int:
+    def fill(self, frame: memoryview, *, cached_only: bool = False) -> int | None:
         """One data frame of the next file bytes at the start of ``frame``; its size, or 0 at
         the end of the file. A short read ends the frame early (a file that grows while it is
         sent goes on in the next one).
+
+        ``cached_only``: read only what the page cache holds, never waiting for the disk
+        (safe on the event loop); None when that was not enough for the frame, which a
+        later call (in a worker thread) goes on with.
 
         Raises:
             OSError: the file cannot be read (after the bytes read before the error went out).
         """
         if self._error is not None:
             raise self._error
+        if cached_only and self._fd is None:
+            return None
         payload = frame[_PAYLOAD]
-        count = crc = 0
-        while count < len(payload):
-            piece = payload[count : count + READ_PIECE]
+        while self._count < len(payload):
+            piece = payload[self._count : self._count + READ_PIECE]
             try:
-                got = self._file.readinto(piece) or 0
+                got = self._read(piece, cached_only)
+            except BlockingIOError:
+                return None
             except OSError as error:
-                if not count:
+                if not self._count:
                     raise
                 self._error = error
                 break
-            self._digest.update(piece[:got])
-            crc = checksum(piece[:got], crc)
-            count += got
+            if cached_only and got < len(piece):
+                # Partly cached, or the end of the file: a blocking read tells which.
+                self._take(piece, got)
+                return None
+            self._take(piece, got)
             if got < len(piece):
                 break
+        count, crc = self._count, self._crc
+        self._count = self._crc = 0
         if not count:
             return 0
         self.sent += count
         return seal_data_frame(frame, count, crc)
+
+    def _read(self, piece: memoryview, cached_only: bool) -> int:
+        if self._fd is None:
+            return self._file.readinto(piece) or 0
+        flags = _RWF_NOWAIT if cached_only else 0
+        return os.preadv(self._fd, [piece], self.sent + self._count, flags)
+
+    def _take(self, piece: memoryview, got: int) -> None:
+        self._digest.update(piece[:got])
+        self._crc = checksum(piece[:got], self._crc)
+        self._count += got
 
 
 async def send_file(link: FileLink, file: ReadableFile, digest: Any) -> int:
@@ -91,7 +130,13 @@ async def send_file(link: FileLink, file: ReadableFile, digest: Any) -> int:
     """
     filler = FrameFiller(file, digest)
     frame = memoryview(bytearray(CHUNK_SIZE + FRAME_OVERHEAD))
-    while used := await trio.to_thread.run_sync(filler.fill, frame):
+    while True:
+        # From the page cache on the event loop; from the disk in a worker thread.
+        used = filler.fill(frame, cached_only=True)
+        if used is None:
+            used = await trio.to_thread.run_sync(filler.fill, frame)
+        if not used:
+            break
         await link.send(frame[:used])
     await link.send(encode_end(filler.sent, digest.digest()))
     return filler.sent
