@@ -29,10 +29,10 @@ from triochat.wire.common import NEED_DATA, RemoteProtocolError
 RECEIVE_SIZE = 64 * 1024
 """Bytes a handshake read takes at a time (the frames after it go to a :class:`FrameWindow`)."""
 MAX_RECEIVE_LOW_WATER = 1024 * 1024
-"""The most bytes a receive waits to gather (kept below half of the usual receive buffer,
-which the kernel needs free to go on accepting data)."""
+"""The most bytes a receive waits to gather: about one of the senders' frames. (Linux grows
+the receive buffer to fit, up to half of ``tcp_rmem``'s maximum, 3 MiB by default.)"""
 SLAB_SIZE = CHUNK_SIZE + FRAME_OVERHEAD
-"""Bytes of one frame window buffer: a whole number of the senders' frames, so frames never
+"""Bytes of one frame window buffer: exactly one of the senders' frames, so frames never
 straddle the end of a buffer and nothing is moved when the window goes on to the next one."""
 
 
@@ -84,9 +84,11 @@ class FileLink:
     def wake_for(self, count: int) -> None:
         """Wake a waiting receive only once ``count`` bytes have arrived (or the stream ends).
 
-        A relay waiting for a 256 KiB frame would otherwise wake, read and scan for every few
-        KiB the kernel hands over; ``SO_RCVLOWAT`` lets the kernel gather them. A receive that
-        finds bytes without waiting still returns them at once, so this only saves wake-ups.
+        A relay waiting for a 1 MiB frame would otherwise wake, read and scan for every 64 KiB
+        the kernel hands over; ``SO_RCVLOWAT`` lets the kernel gather them. ``count`` must not
+        be more than will surely come (the rest of a frame whose length is known), or the
+        receive would wait for the stall timeout. A receive that finds bytes without waiting
+        still returns them at once, so this only saves wake-ups.
         """
         count = max(1, min(count, MAX_RECEIVE_LOW_WATER))
         if count != self._low_water and isinstance(self.stream, trio.SocketStream):
@@ -98,7 +100,7 @@ class FileLink:
         """Receive into ``view``; the count of bytes (0 at end of stream).
 
         On a socket this calls the system directly and waits only when nothing has arrived:
-        Trio's socket methods cost more per call than moving 256 KiB does, and a relay makes
+        Trio's socket methods cost more per call than the system call itself, and a relay makes
         thousands of calls per GiB. (Not a checkpoint unless it waits; :meth:`send` is one.)
 
         Raises:

@@ -236,12 +236,12 @@ class FileAgent:
             prefix=f".{filename}.", suffix=".part", dir=self._share_dir
         )
         temp_path = Path(temp_name)
+        disk = DiskWriter(fd, open_direct_writer(temp_path))
         failure: str | None = None
         try:
             meter = None
             if self._progress is not None:
                 meter = ProgressMeter(f"File {filename} from {owner}", request.size, self._progress)
-            disk = DiskWriter(fd, open_direct_writer(temp_path))
             size = await self._write_verified(link, disk, rest, meter)
             os.chmod(temp_path, self._file_mode)
             os.replace(temp_path, self._share_dir / filename)
@@ -255,7 +255,10 @@ class FileAgent:
                 error.strerror if isinstance(error, OSError) and error.strerror else str(error)
             )
         finally:
-            # Whatever happened (cancellation included), no temporary file is left behind.
+            # Whatever happened (cancellation included), no descriptor stays open and no
+            # temporary file is left behind.
+            disk.close()
+            os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp_path)
         if failure is not None:
@@ -287,21 +290,19 @@ class FileAgent:
         send, receive = trio.open_memory_channel[FrameRun](WRITE_QUEUE)
         writer = _RunWriter(disk, receive)
         failure: Exception | None = None
-        try:
-            async with trio.open_nursery() as nursery:
-                writer.cancel_scope = nursery.cancel_scope
-                nursery.start_soon(writer.run)
-                try:
-                    async with send:
-                        await self._receive_runs(window, scanner, send, meter)
-                        writer.complete = True
-                except (TransferError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
-                    # Raised after the nursery, so that callers see it bare, not in a group.
-                    failure = error
-                    nursery.cancel_scope.cancel()
-        finally:
-            disk.close()
-            os.close(disk.fd)
+        # The worker threads are not abandoned on cancellation: the nursery ends only once
+        # no thread writes from the receive buffers any more.
+        async with trio.open_nursery() as nursery:
+            writer.cancel_scope = nursery.cancel_scope
+            nursery.start_soon(writer.run)
+            try:
+                async with send:
+                    await self._receive_runs(window, scanner, send, meter)
+                    writer.complete = True
+            except (TransferError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                # Raised after the nursery, so that callers see it bare, not in a group.
+                failure = error
+                nursery.cancel_scope.cancel()
         if writer.error is not None:
             raise writer.error
         if failure is not None:
