@@ -64,6 +64,11 @@ class DiskWriter:
         self.direct_bytes = 0
         """Of those, bytes that went around the page cache."""
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes written through the page cache so far."""
+        return self.offset - self.direct_bytes
+
     def write(self, chunks: list[memoryview]) -> None:
         """Write ``chunks`` one after the other (in a worker thread: it blocks).
 

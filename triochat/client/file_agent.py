@@ -54,8 +54,9 @@ within this much memory per transfer."""
 WRITE_QUEUE = 8
 """Verified runs of frames waiting to be written."""
 FLUSH_EVERY = 64 * 1024 * 1024
-"""Bytes written between early ``fdatasync`` calls, which run beside the writes so that the
-fsync before the rename has little left to flush (the durability guarantee stays)."""
+"""Bytes written through the page cache between early ``fdatasync`` calls, which run beside
+the writes so that the fsync before the rename has little left to flush (the durability
+guarantee stays). Direct writes leave nothing there to flush."""
 
 
 @dataclass(frozen=True)
@@ -395,12 +396,14 @@ class _RunWriter:
         async with self._runs, trio.open_nursery() as flushes:
             while batch := await self._next_batch():
                 chunks = [payload for run in batch for payload in run.payloads]
+                buffered = self._disk.buffered_bytes
                 written = await self._in_thread(self._disk.write, chunks)
                 for run in batch:
                     run.release()
                 if not written:
                     return
-                self._unflushed += sum(len(chunk) for chunk in chunks)
+                # Only what went through the page cache waits there to be flushed.
+                self._unflushed += self._disk.buffered_bytes - buffered
                 if self._unflushed >= FLUSH_EVERY and not self._flushing:
                     # One early flush at a time: it starts the disk on what is written so
                     # far while later chunks keep arriving.
