@@ -167,3 +167,13 @@ def test_without_o_direct_there_is_no_direct_descriptor(
 def test_a_file_system_refusing_o_direct_at_open_gives_none(tmp_path: Path) -> None:
     # A path that cannot be opened at all stands in for the refusal (EINVAL on some mounts).
     assert open_direct_writer(tmp_path / "missing" / "file") is None
+
+
+def test_empty_chunks_write_nothing_and_fail_nothing(target: tuple[Path, int]) -> None:
+    # An empty data frame is well formed; some other sender may send one.
+    path, fd = target
+    writer = DiskWriter(fd)
+    writer.write([memoryview(b""), memoryview(b"abc"), memoryview(b""), memoryview(b"de")])
+    writer.write([memoryview(b"")])
+    assert writer.offset == 5
+    assert path.read_bytes() == b"abcde"

@@ -11,6 +11,8 @@ import errno
 import io
 import os
 import random
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -354,3 +356,61 @@ def test_a_frame_begun_from_the_cache_is_finished_by_the_blocking_read(
     assert b"".join(frames) == encode_data(data[:CHUNK_SIZE]) + encode_data(data[CHUNK_SIZE:])
     assert digest.digest() == xxhash.xxh3_128(data).digest()
     assert calls[0] != 0 and 0 in calls  # cached-only first, then blocking
+
+
+def test_a_file_system_refusing_cached_only_reads_is_read_in_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # tmpfs, overlayfs (Docker) and others answer RWF_NOWAIT with EOPNOTSUPP: the frame
+    # comes from the blocking read instead, at the same offset, and later frames do not ask.
+    data = file_data(2 * CHUNK_SIZE + 3, seed=14)
+    path = tmp_path / "no-nowait.bin"
+    path.write_bytes(data)
+    real_preadv = os.preadv
+    flags_seen: list[int] = []
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int, flags: int = 0, /) -> int:
+        flags_seen.append(flags)
+        if flags:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return real_preadv(fd, buffers, offset, flags)
+
+    monkeypatch.setattr("triochat.client.file_sender.os.preadv", preadv)
+    with path.open("rb", buffering=0) as file:
+        filler = FrameFiller(file, new_digest())
+        buffer = memoryview(bytearray(FRAME))
+        frames = []
+        while True:
+            used = filler.fill(buffer, cached_only=True)
+            if used is None:
+                used = filler.fill(buffer)
+            if not used:
+                break
+            frames.append(bytes(buffer[:used]))
+    assert b"".join(frames) == b"".join(
+        encode_data(data[start : start + CHUNK_SIZE]) for start in range(0, len(data), CHUNK_SIZE)
+    )
+    assert flags_seen.count(0) == len(flags_seen) - 1  # one refused cached read, no more
+
+
+@pytest.fixture
+def tmpfs_file() -> Iterator[tuple[Path, bytes]]:
+    """A file on /dev/shm (tmpfs, a file system without RWF_NOWAIT reads), and its bytes."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        pytest.skip("no writable /dev/shm here")
+    data = file_data(CHUNK_SIZE + 77, seed=15)
+    fd, name = tempfile.mkstemp(dir=shm, prefix="triochat-test-")
+    os.write(fd, data)
+    os.close(fd)
+    yield Path(name), data
+    os.unlink(name)
+
+
+async def test_a_file_on_tmpfs_is_sent_whole(tmpfs_file: tuple[Path, bytes]) -> None:
+    path, data = tmpfs_file
+    with path.open("rb", buffering=0) as file:
+        stream, sent = await sent_over_a_link(file)
+    received = Received(stream)
+    assert sent == len(data)
+    assert received.data == data

@@ -4,6 +4,8 @@ a clear failure over chat and on the console, and never in a partial file."""
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 from pathlib import Path
 
@@ -12,6 +14,8 @@ import trio
 import trio.testing
 
 from triochat.events import FileAnnouncement, FileFailed
+from triochat.server import relay as relay_module
+from triochat.wire import chunks
 from triochat.wire.chunks import CHUNK_SIZE
 
 from .file_transfer_helpers import World, in_world, listing
@@ -229,3 +233,47 @@ async def test_requester_vanishing_mid_transfer_ends_only_that_transfer(tmp_path
         assert (bob.share / "small.txt").read_bytes() == b"still works"
 
     await in_world(tmp_path, body)
+
+
+async def test_an_owner_read_error_reaches_the_requester_as_its_one_error_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The relay forwards the owner's error frame and adds none of its own: on a real socket
+    # both would arrive in one read, and the requester must show the owner's reason.
+    data = random.Random(7).randbytes(2 * CHUNK_SIZE)
+    real_preadv = os.preadv
+    reads: list[int] = []
+
+    def failing_preadv(fd: int, buffers: list[memoryview], offset: int, flags: int = 0, /) -> int:
+        reads.append(offset)
+        if offset >= CHUNK_SIZE:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_preadv(fd, buffers, offset, flags)
+
+    monkeypatch.setattr("triochat.client.file_sender.os.preadv", failing_preadv)
+    relay_errors: list[str] = []
+    real_encode_error = chunks.encode_error
+
+    def encode_error(message: str) -> bytes:
+        relay_errors.append(message)
+        return real_encode_error(message)
+
+    monkeypatch.setattr(relay_module, "encode_error", encode_error)
+
+    async def body(world: World) -> None:
+        alice = world.add("alice", 7001)
+        bob = world.add("bob", 7002)
+        (alice.share / "big.bin").write_bytes(data)
+        world.request(bob, "alice", "big.bin")
+        await world.observer.wait_for(1)
+        ((_, _, _, reason),) = world.observer.failed
+        assert reason == "the owner failed: the owner cannot read the file"
+        (line,) = await bob.reports.wait_for(1)
+        # Over the file connection or over chat, whichever came first: the owner's reason.
+        assert line.startswith("File big.bin from alice failed: ")
+        assert line.endswith("the owner cannot read the file")
+        await world.agents_idle()
+        assert listing(bob.share) == set()
+
+    await in_world(tmp_path, body)
+    assert relay_errors == []  # the owner's error frame was the requester's only one

@@ -470,10 +470,13 @@ async def test_next_run_after_the_end_frame_is_an_error_at_once(pair: Pair) -> N
 
 
 @PAIRS
-async def test_bytes_after_the_end_frame_are_a_protocol_error(pair: Pair) -> None:
-    async with window_over(pair, file_stream([b"abc"]) + b"extra") as (window, scanner):
-        with pytest.raises(RemoteProtocolError, match="after the end"):
-            await all_runs(window, scanner)
+async def test_the_runs_stop_at_the_end_frame_and_more_is_a_protocol_error(pair: Pair) -> None:
+    stream = file_stream([b"abc"])
+    async with window_over(pair, stream + b"extra") as (window, scanner):
+        runs = await all_runs(window, scanner)
+        assert b"".join(run.frames for run in runs) == stream
+        with pytest.raises((RemoteProtocolError, TransferError), match="after the end"):
+            await window.next_run()
 
 
 async def test_a_silent_peer_stalls_the_window(autojump_clock: trio.testing.MockClock) -> None:

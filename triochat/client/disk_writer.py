@@ -75,6 +75,7 @@ class DiskWriter:
         Raises:
             OSError: the disk refused (full, failing).
         """
+        chunks = [chunk for chunk in chunks if len(chunk)]  # an empty frame writes nothing
         start = 0
         while start < len(chunks):
             direct = self._fits_direct(chunks[start])

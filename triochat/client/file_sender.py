@@ -61,6 +61,7 @@ class FrameFiller:
         self._digest = digest
         # A real file is read at explicit offsets, which lets a read ask for cached bytes only.
         self._fd = _descriptor(file)
+        self._cached_reads = self._fd is not None
         self.sent = 0
         """File bytes put into frames so far."""
         self._count = 0  # bytes of the frame being filled, and their CRC-32C
@@ -81,7 +82,7 @@ class FrameFiller:
         """
         if self._error is not None:
             raise self._error
-        if cached_only and self._fd is None:
+        if cached_only and not self._cached_reads:
             return None
         payload = frame[_PAYLOAD]
         while self._count < len(payload):
@@ -91,6 +92,11 @@ class FrameFiller:
             except BlockingIOError:
                 return None
             except OSError as error:
+                if cached_only:
+                    # tmpfs, overlayfs and others refuse RWF_NOWAIT (EOPNOTSUPP): from here
+                    # on every read waits in the worker thread, at the same offsets.
+                    self._cached_reads = False
+                    return None
                 if not self._count:
                     raise
                 self._error = error

@@ -46,6 +46,10 @@ MAX_TRANSFERS = 64
 Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
 
 
+class OwnerFailed(TransferError):
+    """The owner ended with an error frame, which the relay forwarded as it came."""
+
+
 class RelayObserver(Protocol):
     """Hears how transfers end (the server console)."""
 
@@ -224,6 +228,8 @@ class FileRelay:
             await destination.send(to_requester.send(TransferRequest(transfer.deliver_token, size)))
             try:
                 await self._pipe(source, destination, from_owner.take_rest())
+            except OwnerFailed:
+                raise  # its error frame went to the requester already: one is all it reads
             except TransferError as failure:
                 with (
                     trio.move_on_after(1),
@@ -269,4 +275,4 @@ class FileRelay:
                 run.release()
             self.stats.bytes_relayed += scanner.size - counted
         if scanner.failure is not None:
-            raise TransferError(f"the owner failed: {scanner.failure}")
+            raise OwnerFailed(f"the owner failed: {scanner.failure}")

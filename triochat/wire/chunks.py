@@ -333,18 +333,20 @@ class FrameScanner:
     def scan(self, view: memoryview, payloads: list[memoryview] | None = None) -> int:
         """Verify the complete frames at the start of ``view``; return the bytes they take.
 
-        Stops at the first incomplete frame, and after an end or error frame. The payloads of
-        data frames are appended to ``payloads`` as views into ``view``.
+        Stops at the first incomplete frame, and after an end or error frame: what follows
+        that is an error only when scanned (so an error frame's message is never lost to
+        bytes that came with it). The payloads of data frames are appended to ``payloads``
+        as views into ``view``.
 
         Raises:
             RemoteProtocolError: (fatal) a checksum, size or digest mismatch, an unknown frame
                 kind, an over-large frame, or data after the end.
         """
+        if self.finished and len(view):
+            raise RemoteProtocolError("data after the end of the file", recoverable=False)
         offset = 0
         available = len(view)
-        while available - offset >= _PREFIX.size:
-            if self.finished:
-                raise RemoteProtocolError("data after the end of the file", recoverable=False)
+        while not self.finished and available - offset >= _PREFIX.size:
             frame = view[offset:]
             total = self.frame_length(frame)
             if available - offset < total:
@@ -366,8 +368,6 @@ class FrameScanner:
             else:
                 self._end(payload)
             offset += total
-        if self.finished and offset < available:
-            raise RemoteProtocolError("data after the end of the file", recoverable=False)
         return offset
 
     def _end(self, payload: memoryview) -> None:
