@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import platform
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -39,6 +41,23 @@ straddle the end of a buffer and nothing is moved when the window goes on to the
 _Event = TypeVar("_Event")
 
 
+def _kernel_at_least(major: int, minor: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        found = tuple(int(part) for part in platform.release().split(".")[:2])
+    except ValueError:
+        return False
+    return found >= (major, minor)
+
+
+_LOW_WATER_GROWS_BUFFER = _kernel_at_least(4, 18)
+"""Linux grows the receive buffer to fit ``SO_RCVLOWAT`` since 4.18; before, a mark above the
+buffer's size would never be reached (the receive would wait for the stall timeout)."""
+_DIRECT_CALLS = hasattr(os, "readv")
+"""``os.readv`` on the socket's descriptor (POSIX); elsewhere Trio's socket methods."""
+
+
 class TransferError(Exception):
     """This transfer cannot go on; ``str(error)`` says why, for the user."""
 
@@ -57,7 +76,9 @@ class FileLink:
         self._buffer = bytearray(RECEIVE_SIZE)
         self._view = memoryview(self._buffer)
         self._low_water = 1
-        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        self._fd: int | None = None
+        if isinstance(stream, trio.SocketStream) and _DIRECT_CALLS:
+            self._fd = stream.socket.fileno()
 
     async def receive(self) -> bytes | memoryview:
         """The next bytes (empty at end of stream).
@@ -91,6 +112,8 @@ class FileLink:
         still returns them at once, so this only saves wake-ups.
         """
         count = max(1, min(count, MAX_RECEIVE_LOW_WATER))
+        if not _LOW_WATER_GROWS_BUFFER:
+            return
         if count != self._low_water and isinstance(self.stream, trio.SocketStream):
             with contextlib.suppress(OSError):
                 self.stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, count)
