@@ -71,6 +71,8 @@ class FileLink:
 
     def __init__(self, stream: trio.abc.Stream, stall_timeout: float) -> None:
         self.stream = stream
+        self.stall_timeout = stall_timeout
+        """Seconds any wait of this transfer may take."""
         self._stall_timeout = stall_timeout
         # One receive buffer for the handshake; the frames are received by a FrameWindow.
         self._buffer = bytearray(RECEIVE_SIZE)
@@ -261,7 +263,7 @@ class FrameWindow:
     received (with the senders' frame size, nothing: buffers hold whole frames). A reader that
     keeps runs for a while (the requester, writing them in a worker thread) holds at most
     ``buffers`` buffers; when all are held, receiving waits for a release, which is the
-    backpressure.
+    backpressure (and if none comes within the link's stall timeout, the transfer fails).
 
     Args:
         link: the file connection.
@@ -364,7 +366,12 @@ class FrameWindow:
                 index = self._slabs.index(others[0] if others else free[0])
                 self._slabs[index] = slab = self._new_slab(needed)
                 return slab
-            await self._released.wait()
+            try:
+                with trio.fail_after(self._link.stall_timeout):
+                    await self._released.wait()
+            except trio.TooSlowError as error:
+                # Nothing released a buffer: the reader's writes (the disk) stopped.
+                raise TransferError("writing the file stalled") from error
 
     def _new_slab(self, needed: int) -> _Slab:
         return _Slab(max(self._capacity, needed), aligned=self._aligned)

@@ -546,3 +546,20 @@ async def test_holding_the_latest_run_while_asking_for_the_next_never_hangs(
                     held.release()
                 held = run
     assert received == chunks
+
+
+async def test_buffers_never_released_fail_the_transfer_after_the_stall_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A reader whose writes stopped (a disk that hangs) holds every buffer: the window
+    # gives up after the link's stall timeout instead of waiting for ever.
+    chunks = [patterned(30, seed) for seed in range(4)]
+    ours, theirs = trio.testing.memory_stream_pair()
+    await theirs.send_all(file_stream(chunks))
+    window = FrameWindow(FileLink(ours, STALL), FrameScanner(), buffers=2, capacity=39)
+    held = [await window.next_run(), await window.next_run()]
+    start = trio.current_time()
+    with pytest.raises(TransferError, match="writing the file stalled"):
+        await window.next_run()
+    assert trio.current_time() - start == pytest.approx(STALL)
+    assert len(held) == 2
