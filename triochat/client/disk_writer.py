@@ -18,7 +18,14 @@ import contextlib
 import ctypes
 import errno
 import os
+import queue
+import threading
+from collections.abc import Callable
 from pathlib import Path
+
+import trio
+
+from triochat.transfer_io import FrameRun
 
 ALIGNMENT = 4096
 """Bytes that direct writes align to: a page, which satisfies 512- and 4096-byte disks."""
@@ -139,3 +146,70 @@ def _after(chunks: list[memoryview], count: int) -> list[memoryview]:
     if count:
         rest[0] = rest[0][count:]
     return rest
+
+
+class DiskThread:
+    """A delivery's own thread that writes verified runs as they come, in order.
+
+    The receiving side hands each run over without waiting (:meth:`submit`); the thread
+    writes its payloads, flushes now and then, and gives the run's buffer back on the event
+    loop. One thread for the whole delivery costs a wake-up per run, where a
+    ``trio.to_thread`` hop per run cost about 100 µs of CPU here (more again with many
+    transfers at once).
+
+    Args:
+        disk: where the payloads go.
+        flush_every: bytes written through the page cache between early ``fdatasync`` calls
+            (direct writes leave nothing there to flush).
+        on_error: called on the event loop when a write or a flush fails (the error is in
+            :attr:`error`); the caller stops receiving.
+    """
+
+    def __init__(self, disk: DiskWriter, *, flush_every: int, on_error: Callable[[], None]):
+        self._disk = disk
+        self._flush_every = flush_every
+        self._on_error = on_error
+        self._token = trio.lowlevel.current_trio_token()
+        self._queue: queue.SimpleQueue[FrameRun | bool] = queue.SimpleQueue()
+        self._done = trio.Event()
+        self.error: OSError | None = None
+        """The first write or flush error."""
+        self._thread = threading.Thread(target=self._run, name="triochat-disk", daemon=True)
+        self._thread.start()
+
+    def submit(self, run: FrameRun) -> None:
+        """Write ``run``'s payloads after those submitted before; its buffer is released once
+        written (or skipped, after an error)."""
+        self._queue.put(run)
+
+    async def finish(self, *, sync: bool) -> None:
+        """No more runs: wait until every one is written and, with ``sync``, the file is
+        fsynced. Shielded from cancellation: the thread writes from the caller's buffers."""
+        self._queue.put(sync)
+        with trio.CancelScope(shield=True):
+            await self._done.wait()
+
+    def _run(self) -> None:
+        unflushed = 0
+        while not isinstance(item := self._queue.get(), bool):
+            if self.error is None:
+                try:
+                    buffered = self._disk.buffered_bytes
+                    self._disk.write(item.payloads)
+                    unflushed += self._disk.buffered_bytes - buffered
+                    if unflushed >= self._flush_every:
+                        unflushed = 0
+                        os.fdatasync(self._disk.fd)
+                except OSError as error:
+                    self._fail(error)
+            self._token.run_sync_soon(item.release)
+        if item and self.error is None:
+            try:
+                os.fsync(self._disk.fd)
+            except OSError as error:
+                self._fail(error)
+        self._token.run_sync_soon(self._done.set)
+
+    def _fail(self, error: OSError) -> None:
+        self.error = error
+        self._token.run_sync_soon(self._on_error)

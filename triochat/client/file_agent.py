@@ -18,11 +18,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import trio
 
-from triochat.client.disk_writer import DiskWriter, open_direct_writer
+from triochat.client.disk_writer import DiskThread, DiskWriter, open_direct_writer
 from triochat.client.file_sender import send_file
 from triochat.events import FileAnnouncement, FileFailed, TransferRole
 from triochat.transfer_io import FileLink, FrameRun, FrameWindow, TransferError
@@ -51,8 +50,6 @@ MAX_PENDING = 256
 WRITE_BUFFERS = 4
 """Receive buffers (1 MiB each) a delivery may hold: the disk writes overlap the receiving
 within this much memory per transfer."""
-WRITE_QUEUE = 8
-"""Verified runs of frames waiting to be written."""
 FLUSH_EVERY = 64 * 1024 * 1024
 """Bytes written through the page cache between early ``fdatasync`` calls, which run beside
 the writes so that the fsync before the rename has little left to flush (the durability
@@ -279,31 +276,27 @@ class FileAgent:
     ) -> int:
         """Receive, verify and write the file; return its size once it is on disk.
 
-        Frames are verified where they land in the receive buffers, and a worker thread
-        writes their payloads from there while the next ones arrive (at most
-        :data:`WRITE_BUFFERS` buffers are held): nothing is copied in Python, and aligned
-        chunks not even into the page cache (:mod:`triochat.client.disk_writer`). Every
-        :data:`FLUSH_EVERY` bytes an early ``fdatasync`` starts in another thread, so the
-        network and the disk overlap, and the fsync before the rename has little left to do.
+        Frames are verified where they land in the receive buffers, and the delivery's own
+        thread (:class:`~triochat.client.disk_writer.DiskThread`) writes their payloads from
+        there while the next ones arrive (at most :data:`WRITE_BUFFERS` buffers are held):
+        nothing is copied in Python, and aligned chunks not even into the page cache. Every
+        :data:`FLUSH_EVERY` bytes written through the page cache the thread flushes them, so
+        the fsync before the rename has little left to do.
         """
         scanner = FrameScanner(check_digest=True)
         window = FrameWindow(link, scanner, rest, buffers=WRITE_BUFFERS, aligned=True)
-        send, receive = trio.open_memory_channel[FrameRun](WRITE_QUEUE)
-        writer = _RunWriter(disk, receive)
         failure: Exception | None = None
-        # The worker threads are not abandoned on cancellation: the nursery ends only once
-        # no thread writes from the receive buffers any more.
-        async with trio.open_nursery() as nursery:
-            writer.cancel_scope = nursery.cancel_scope
-            nursery.start_soon(writer.run)
+        complete = False
+        with trio.CancelScope() as receiving:
+            writer = DiskThread(disk, flush_every=FLUSH_EVERY, on_error=receiving.cancel)
             try:
-                async with send:
-                    await self._receive_runs(window, scanner, send, meter)
-                    writer.complete = True
+                await self._receive_runs(window, scanner, writer.submit, meter)
+                complete = True
             except (TransferError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
-                # Raised after the nursery, so that callers see it bare, not in a group.
                 failure = error
-                nursery.cancel_scope.cancel()
+            finally:
+                # Returns only once the thread no longer writes from the receive buffers.
+                await writer.finish(sync=complete)
         if writer.error is not None:
             raise writer.error
         if failure is not None:
@@ -314,14 +307,16 @@ class FileAgent:
         self,
         window: FrameWindow,
         scanner: FrameScanner,
-        runs: trio.MemorySendChannel[FrameRun],
+        submit: Callable[[FrameRun], None],
         meter: ProgressMeter | None,
     ) -> None:
         try:
             while not scanner.finished:
-                await runs.send(await window.next_run(payloads=True))
+                submit(await window.next_run(payloads=True))
                 if meter is not None:
                     meter.update(scanner.size)
+                # A schedule point per run: receiving never waits while data keeps coming.
+                await trio.lowlevel.checkpoint()
         except RemoteProtocolError as error:
             raise TransferError(str(error)) from error
         if scanner.failure is not None:
@@ -375,74 +370,3 @@ class ProgressMeter:
         if self._total and rate > 0:
             text += f", {max(self._total - done, 0) / rate:.0f} s left"
         return text
-
-
-class _RunWriter:
-    """Writes the payloads of verified runs in worker threads, flushing early; releases each
-    run's buffer once written; keeps the first write error."""
-
-    def __init__(self, disk: DiskWriter, runs: trio.MemoryReceiveChannel[FrameRun]) -> None:
-        self._disk = disk
-        self._runs = runs
-        self.cancel_scope: trio.CancelScope | None = None
-        self.complete = False
-        """Set once the end frame verified: only then the file is fsynced."""
-        self.error: OSError | None = None
-        self._unflushed = 0
-        self._flushing = False
-
-    async def run(self) -> None:
-        """Write until the channel closes, then fsync if complete; an error cancels the rest."""
-        async with self._runs, trio.open_nursery() as flushes:
-            while batch := await self._next_batch():
-                chunks = [payload for run in batch for payload in run.payloads]
-                buffered = self._disk.buffered_bytes
-                written = await self._in_thread(self._disk.write, chunks)
-                for run in batch:
-                    run.release()
-                if not written:
-                    return
-                # Only what went through the page cache waits there to be flushed.
-                self._unflushed += self._disk.buffered_bytes - buffered
-                if self._unflushed >= FLUSH_EVERY and not self._flushing:
-                    # One early flush at a time: it starts the disk on what is written so
-                    # far while later chunks keep arriving.
-                    self._unflushed = 0
-                    self._flushing = True
-                    flushes.start_soon(self._flush_early)
-        if self.complete:
-            await self._in_thread(os.fsync, self._disk.fd)
-
-    async def _in_thread(self, work: Callable[..., None], *args: Any) -> bool:
-        """Run ``work`` in a worker thread; on OSError keep it, cancel the transfer, say False.
-
-        Caught here rather than around a nursery, where it would arrive in an exception group.
-        """
-        try:
-            await trio.to_thread.run_sync(work, *args)
-        except OSError as error:
-            if self.error is None:
-                self.error = error
-            assert self.cancel_scope is not None
-            self.cancel_scope.cancel()
-            return False
-        return True
-
-    async def _next_batch(self) -> list[FrameRun]:
-        """Every run waiting (one thread hop for all of them); empty at the end."""
-        try:
-            batch = [await self._runs.receive()]
-        except trio.EndOfChannel:
-            return []
-        while len(batch) < WRITE_QUEUE:
-            try:
-                batch.append(self._runs.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-        return batch
-
-    async def _flush_early(self) -> None:
-        try:
-            await self._in_thread(os.fdatasync, self._disk.fd)
-        finally:
-            self._flushing = False
