@@ -21,8 +21,9 @@ copy (``sendfile`` into a sink that discards) is the ceiling. In one run:
   MB/s, CPU seconds per GiB of the server, owner and requester (socat: the relay) and peak
   RSS (``VmHWM``);
 - ``--concurrent`` transfers at once (8 owners, 8 requesters, one server; each owner serves
-  its own hard link of one file): aggregate and per-transfer MB/s, the server's CPU per GiB and
-  peak RSS; the same number of socat chains at once beside it;
+  its own hard link of one file), ``--repeats`` times: aggregate and per-transfer MB/s, the
+  CPU per GiB and peak RSS of the run with the median aggregate, every run's aggregate beside
+  it; the same number of socat chains at once beside it;
 - one ``--large-mib`` transfer with the server's RSS sampled every 100 ms: is memory flat?
 - the targets, met or not, with the figures (also in RESULTS.md).
 
@@ -722,21 +723,37 @@ def single(size_mib: int, repeats: int, socat: bool) -> dict[str, Any]:
     return row
 
 
-def concurrent(count: int, size_mib: int, socat: bool) -> dict[str, Any]:
-    """``count`` transfers at once through one triochat server, and through socat chains."""
-    part: dict[str, Any] = {"transfers": count, "size_mib": size_mib}
+def concurrent(count: int, size_mib: int, socat: bool, repeats: int = 1) -> dict[str, Any]:
+    """``count`` transfers at once through one triochat server, and through socat chains,
+    ``repeats`` times each (interleaved); each keeps its run of median aggregate MB/s, with
+    every run's aggregate beside it (``aggregate_mb_s_runs``)."""
+    part: dict[str, Any] = {"transfers": count, "size_mib": size_mib, "repeats": repeats}
     with source_file(size_mib, count, f"the {count} concurrent transfers") as made:
         if isinstance(made, str):
             return {**part, "skipped": made}
         source, expected = made
-        say(f"  {count} x {size_mib} MiB at once: triochat")
-        part["triochat"] = run_triochat(source, expected, count)
-        if socat:
-            say(f"  {count} x {size_mib} MiB at once: socat chains")
-            part["socat"] = run_socat_chains(source, expected, count)
-        else:
-            part["socat"] = {"skipped": common.missing("socat")}
+        triochat_runs: list[dict[str, Any]] = []
+        socat_runs: list[dict[str, Any]] = []
+        for attempt in range(1, repeats + 1):
+            say(f"  {count} x {size_mib} MiB at once, run {attempt} of {repeats}: triochat")
+            triochat_runs.append(run_triochat(source, expected, count))
+            if socat:
+                say(f"  {count} x {size_mib} MiB at once, run {attempt} of {repeats}: socat")
+                socat_runs.append(run_socat_chains(source, expected, count))
+        part["triochat"] = median_run(triochat_runs, "relay_mb_s")
+        part["socat"] = (
+            median_run(socat_runs, "mb_s") if socat else {"skipped": common.missing("socat")}
+        )
     return part
+
+
+def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run whose ``key`` is the median (the lower middle one of an even number), with
+    every run's ``key`` in ``aggregate_mb_s_runs``: its figures stay those of one run."""
+    ordered = sorted(runs, key=lambda run: float(run[key]))
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["aggregate_mb_s_runs"] = [run[key] for run in runs]
+    return chosen
 
 
 def large(size_mib: int) -> dict[str, Any]:
@@ -875,8 +892,10 @@ def describe_concurrent(part: dict[str, Any]) -> str:
         return f"file relay {label}: skipped ({part['skipped']})"
     trio, socat = part["triochat"], part["socat"]
     each = trio["transfer_mb_s"]
+    runs = trio.get("aggregate_mb_s_runs", [trio["relay_mb_s"]])
     text = (
-        f"file relay {label}: triochat {trio['relay_mb_s']:.0f} MB/s aggregate, each "
+        f"file relay {label} (median of {len(runs)}, {min(runs):.0f} to {max(runs):.0f}): "
+        f"triochat {trio['relay_mb_s']:.0f} MB/s aggregate, each "
         f"{min(each):.0f}/{statistics.median(each):.0f}/{max(each):.0f} MB/s (min/median/max), "
         f"server CPU {trio['server_cpu_s_per_gib']:.2f} s/GiB, server peak RSS "
         f"{trio['server_peak_rss_mib']:.1f} MiB"
@@ -953,7 +972,9 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_single(row), flush=True)
     if args.concurrent > 0:
         say(f"file relay {args.concurrent} x {concurrent_mib} MiB at once ...")
-        results["concurrent"] = concurrent(args.concurrent, concurrent_mib, socat=not why)
+        results["concurrent"] = concurrent(
+            args.concurrent, concurrent_mib, socat=not why, repeats=args.repeats
+        )
         print(describe_concurrent(results["concurrent"]), flush=True)
     if large_mib > 0:
         say(f"file relay {large_mib} MiB, memory sampled ...")

@@ -917,10 +917,12 @@ def relay_concurrent_table(together: dict[str, Any] | None) -> list[str]:
             rows.append([label, f"skipped: {figures.get('skipped')}", "", "", "", ""])
             continue
         each = figures["transfer_mb_s"]
+        runs = figures.get("aggregate_mb_s_runs", [figures[mb_s]])
+        spread = f" ({num(min(runs), 0)} to {num(max(runs), 0)})" if len(runs) > 1 else ""
         rows.append(
             [
                 label,
-                num(figures[mb_s], 0),
+                num(figures[mb_s], 0) + spread,
                 f"{num(min(each), 0)} / {num(statistics.median(each), 0)} / {num(max(each), 0)}",
                 num(figures[cpu]),
                 num(figures[rss], 1),
@@ -930,7 +932,8 @@ def relay_concurrent_table(together: dict[str, Any] | None) -> list[str]:
     return [
         title,
         "",
-        "Every request is sent at once; timed until the last copy is complete. Per transfer: "
+        "Every request is sent at once; timed until the last copy is complete. Each row is its "
+        "run of median aggregate MB/s (the range of every run's in brackets). Per transfer: "
         "its size over its own time (fairness). The socat chains' memory is the largest relay's.",
         "",
         table(

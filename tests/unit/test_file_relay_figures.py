@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.file_relay import GIB, check_targets, per_gib, rss_at_fractions, summarise
+from benchmarks.file_relay import (
+    GIB,
+    check_targets,
+    median_run,
+    per_gib,
+    rss_at_fractions,
+    summarise,
+)
 
 
 def test_summarise_takes_medians_and_keeps_the_spread() -> None:
@@ -64,3 +71,16 @@ def test_targets_not_measured_say_why() -> None:
     assert [item["met"] for item in found] == [None, None, True, None, None, None]
     assert found[0]["detail"] == "no socat figures"
     assert found[-1]["detail"] == "not run"
+
+
+def test_median_run_keeps_one_runs_figures_and_every_runs_aggregate() -> None:
+    runs = [
+        {"relay_mb_s": 900.0, "server_cpu_s_per_gib": 0.5},
+        {"relay_mb_s": 700.0, "server_cpu_s_per_gib": 0.7},
+        {"relay_mb_s": 800.0, "server_cpu_s_per_gib": 0.6},
+    ]
+    chosen = median_run(runs, "relay_mb_s")
+    assert chosen["relay_mb_s"] == 800.0
+    assert chosen["server_cpu_s_per_gib"] == 0.6  # the same run's, not a median of each
+    assert chosen["aggregate_mb_s_runs"] == [900.0, 700.0, 800.0]
+    assert median_run(runs[:2], "relay_mb_s")["relay_mb_s"] == 700.0
