@@ -82,27 +82,16 @@ class FileLink:
         if isinstance(stream, trio.SocketStream) and _DIRECT_CALLS:
             self._fd = stream.socket.fileno()
 
-    async def receive(self) -> bytes | memoryview:
-        """The next bytes (empty at end of stream).
+    async def receive(self) -> memoryview:
+        """The next bytes (empty at end of stream), for reading the handshake.
 
-        On a socket this is a view into the link's own buffer, valid until the next
-        ``receive``: readers copy what they keep (both decoders do).
+        A view into the link's own buffer, valid until the next ``receive``: readers copy
+        what they keep (the handshake does).
 
         Raises:
             TransferError: nothing arrived within the stall timeout, or the peer hung up.
         """
-        try:
-            with trio.fail_after(self._stall_timeout):
-                if isinstance(self.stream, trio.SocketStream):
-                    count = await self.stream.socket.recv_into(self._view)
-                    return self._view[:count]
-                return bytes(await self.stream.receive_some(RECEIVE_SIZE))
-        except trio.TooSlowError as error:
-            raise TransferError("a peer stalled") from error
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-            # OSError: the raw socket's own errors (reset, closed), which SocketStream would
-            # have turned into the stream errors above.
-            raise TransferError("a peer hung up") from error
+        return self._view[: await self.receive_into(self._view)]
 
     def wake_for(self, count: int) -> None:
         """Wake a waiting receive only once ``count`` bytes have arrived (or the stream ends).
@@ -296,11 +285,6 @@ class FrameWindow:
         self._start = 0
         self._end = len(first)
         self._released = trio.Event()
-
-    @property
-    def size(self) -> int:
-        """Bytes of verified file data so far."""
-        return self._scanner.size
 
     async def next_run(self, *, payloads: bool = False) -> FrameRun:
         """The next whole verified frames (at least one), waiting for them to arrive.

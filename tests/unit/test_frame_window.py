@@ -183,7 +183,7 @@ async def test_runs_are_whole_frames_that_add_up_to_the_stream(pair: Pair) -> No
     async with window_over(pair, stream) as (window, scanner):
         runs = await all_runs(window, scanner)
         assert b"".join(run.frames for run in runs) == stream
-        assert window.size == sum(map(len, chunks))
+        assert scanner.size == sum(map(len, chunks))
 
 
 @PAIRS

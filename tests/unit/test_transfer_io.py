@@ -56,7 +56,7 @@ async def test_other_streams_still_read_through_receive_some() -> None:
     ours, theirs = trio.testing.memory_stream_pair()
     link = FileLink(ours, stall_timeout=5)
     await theirs.send_all(b"abc")
-    assert await link.receive() == b"abc"
+    assert bytes(await link.receive()) == b"abc"
     await theirs.aclose()
     await ours.aclose()
 
