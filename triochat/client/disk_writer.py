@@ -102,7 +102,6 @@ class DiskWriter:
             self._direct_fd is not None
             and (offset_ok or self.offset % ALIGNMENT == 0)
             and len(chunk) % ALIGNMENT == 0
-            and len(chunk) > 0
             and is_page_aligned(chunk)
         )
 

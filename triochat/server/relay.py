@@ -3,8 +3,9 @@
 For each request the relay announces two unguessable tokens over the members' own chat
 connections (the owner's says "serve this file", the requester's says "expect this file"),
 then dials the owner's file port, reads the header, dials the requester's file port and pipes
-frames through, checking each chunk's CRC-32 on the way. Backpressure is ``send_all``: the
-relay holds at most one read's worth of data per transfer, whatever the file size. Any failure
+frames through, checking each chunk's CRC-32C where it lands and sending it on from there
+(``transfer_io.FrameWindow``). Backpressure is the send: the relay holds at most two frame
+buffers (1 MiB each) per transfer, whatever the file size. Any failure
 ends that transfer only: the requester is told (over its file connection if it is open, over
 chat otherwise) and the console gets a line.
 """
