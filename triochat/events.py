@@ -198,6 +198,16 @@ class FileFailed:
     owner: str
     reason: str
 
+    @property
+    def text(self) -> str:
+        """The line the requester is shown (SPEC §6)."""
+        return file_failed_text(self.filename, self.owner, self.reason)
+
+
+def file_failed_text(filename: str, owner: str, reason: str) -> str:
+    """The line a requester is shown when a transfer of ``filename`` from ``owner`` failed."""
+    return f"File {filename} from {owner} failed: {reason}"
+
 
 @dataclass(frozen=True, slots=True)
 class PrivateMessage:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from .harness import LOCALHOST, Harness, rx
+from .harness import LOCALHOST, Harness, Program, rx
 from .tls_files import TlsFiles
 
 
@@ -48,7 +48,7 @@ async def test_tls_clients_and_plain_members_share_the_room(
 async def test_a_server_that_cannot_be_verified_is_a_clear_error(
     harness: Harness, tls_files: TlsFiles
 ) -> None:
-    _server, port = await harness.start_chat_server(
+    server, port = await harness.start_chat_server(
         "--tls-cert", str(tls_files.cert), "--tls-key", str(tls_files.key)
     )
     # The system's CAs do not know the test CA: the client says so and sends nothing.
@@ -57,14 +57,24 @@ async def test_a_server_that_cannot_be_verified_is_a_clear_error(
     assert await client.wait_exit() == 1
     assert re.search(r"TLS with the chat server failed: .*certificate verify failed", client.stderr)
     client.assert_no_traceback()
+    await _nobody_joined_before_a_probe(harness, server, port)
+
+
+async def _nobody_joined_before_a_probe(harness: Harness, server: Program, port: int) -> None:
+    """The next member the server announces is a plain probe: the failed client's name never
+    reached it (in clear or otherwise)."""
+    probe = await harness.connect(port, "probe")
+    await probe.send(b"probe\n")
+    await server.expect_next(rx("{dt} :: probe: connected."))
 
 
 async def test_tls_to_a_plain_server_fails_cleanly(harness: Harness, tls_files: TlsFiles) -> None:
-    _server, port = await harness.start_chat_server()
+    server, port = await harness.start_chat_server()
     client = await harness.start("ChatClient.py", str(port), "--ca", str(tls_files.ca))
     await client.send_line("someone")
     assert await client.wait_exit() == 1
     assert "TLS with the chat server failed" in client.stderr
+    await _nobody_joined_before_a_probe(harness, server, port)
 
 
 async def test_a_certificate_that_cannot_be_loaded_is_an_err_line(

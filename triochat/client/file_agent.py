@@ -23,7 +23,7 @@ import trio
 
 from triochat.client.disk_writer import DiskThread, DiskWriter, open_direct_writer
 from triochat.client.file_sender import send_file
-from triochat.events import FileAnnouncement, FileFailed, TransferRole
+from triochat.events import FileAnnouncement, FileFailed, TransferRole, file_failed_text
 from triochat.transfer_io import FileLink, FrameRun, FrameWindow, TransferError
 from triochat.wire.chunks import (
     AgentHandshake,
@@ -115,9 +115,7 @@ class FileAgent:
     def transfer_failed(self, failure: FileFailed) -> None:
         """The server says a transfer we asked for failed (said once per transfer)."""
         self._expected.pop(failure.token, None)
-        self._report_once(
-            failure.token, f"File {failure.filename} from {failure.owner} failed: {failure.reason}"
-        )
+        self._report_once(failure.token, failure.text)
 
     def _report_once(self, token: str, line: str) -> None:
         """Print a transfer's outcome unless it was printed already.
@@ -260,7 +258,7 @@ class FileAgent:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp_path)
         if failure is not None:
-            self._report_once(token, f"File {filename} from {owner} failed: {failure}")
+            self._report_once(token, file_failed_text(filename, owner, failure))
             with (
                 trio.move_on_after(1),
                 contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),

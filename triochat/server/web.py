@@ -26,7 +26,7 @@ from triochat.events import ClientEvent, Notice
 from triochat.room import Delivery, Encoder, Outbox
 from triochat.server.config import ServerConfig
 from triochat.wire.common import NEED_DATA, RemoteProtocolError
-from triochat.wire.http import HttpRequest, HttpServerCodec, WebSocketUpgrade
+from triochat.wire.http import HttpRequest, HttpServerCodec, WebSocketUpgrade, http_refusal
 from triochat.wire.websocket import WEBSOCKET_PATH, WebSocketServerCodec
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ async def accept_http(
             http.receive_data(data)
     except RemoteProtocolError as error:
         logger.debug("bad HTTP request: %s", error)
-        await stream.send_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+        await stream.send_all(http_refusal(400, "Bad request"))
         return None
     if isinstance(request, WebSocketUpgrade):
         path = request.target.split("?", 1)[0]

@@ -216,7 +216,7 @@ class LineServerCodec(_LineDialect):
         if isinstance(event, Notice):
             return f"*** {event.text}\n".encode()
         if isinstance(event, FileFailed):
-            return f"*** File {event.filename} from {event.owner} failed: {event.reason}\n".encode()
+            return f"*** {event.text}\n".encode()
         if isinstance(event, Welcome | Goodbye | FileAnnouncement):
             # Seed-000 clients print every line they get: joining and leaving stay silent,
             # and line members have no file port to announce anything to.
@@ -251,7 +251,7 @@ class PortTaggedServerCodec(_LineDialect):
         if isinstance(event, Goodbye):
             return b"exit\n"
         if isinstance(event, FileFailed):
-            return f"*** File {event.filename} from {event.owner} failed: {event.reason}\n".encode()
+            return f"*** {event.text}\n".encode()
         if isinstance(event, Welcome | FileAnnouncement):
             return b""
         lines = feature_lines(event, tagged=True)

@@ -305,7 +305,7 @@ class WebSocketServerCodec:
             data = _text_frame({"type": "bye", "nickname": event.name})
             return data + self._close(CloseReason.NORMAL_CLOSURE, "Goodbye")
         if isinstance(event, FileFailed):
-            text = f"File {event.filename} from {event.owner} failed: {event.reason}"
+            text = event.text
             return _text_frame({"type": "error", "message": text})
         if isinstance(event, FileAnnouncement):
             return b""  # the page has no file port
