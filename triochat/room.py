@@ -187,6 +187,11 @@ class Room:
         self.check_available(member.name)
         if self._closing:
             raise NameTaken("Server is shutting down")
+        self._admit(member)
+
+    def _admit(self, member: Member) -> None:
+        """Seat ``member``, whose name is free: the members, the count, the console, and the
+        members that watch presence (the pages)."""
         key = name_key(member.name)
         self._members[key] = member
         self._joined += 1

@@ -33,6 +33,8 @@ from triochat.events import (
     ChatMessage,
     FileAnnouncement,
     FileFailed,
+    MemberJoined,
+    MemberLeft,
     Notice,
     TransferRole,
     Welcome,
@@ -275,3 +277,53 @@ async def test_history_is_the_streams_order_and_starts_with_its_last_messages() 
     room.apply("msg", MessageRecord("node-b", "carol", "ip", 1, "-", "new", NOW, NOW).dumps())
     assert room.history is not None
     assert [m.text for m in room.history.recent()] == ["old 0", "old 1", "new"]
+
+
+async def test_a_page_hears_of_joins_and_leaves_here_and_on_other_nodes() -> None:
+    # A member that watches presence (the browser page) is told every join and leave, as in
+    # the room in memory: its own node's members, and the other nodes' from the stream and
+    # from the heartbeat's roster (a node that died writes no leave).
+    link = FakeLink()
+    room = ClusterRoom("node-a", link)
+    page, page_box = make_member("page")
+    page.watches_presence = True
+    await room.reserve(page)
+    room.join(page)
+    alice, _ = make_member("alice")
+    await room.reserve(alice)
+    room.join(alice)
+    room.leave(alice)
+    room.apply("join", other("carol", "c1").dumps())
+    room.apply("join", other("carol", "c1").dumps())  # a claim made again: no second notice
+    room.apply("leave", other("carol", "c1").dumps())
+    room.apply("join", other("dave", "d1").dumps())
+    room.roster_refreshed([other("erin", "e1")], mark=10**9)  # dave's node died; erin came
+    seen = []
+    while True:
+        try:
+            event = page_box.receive_nowait().event
+        except trio.WouldBlock:
+            break
+        if isinstance(event, MemberJoined | MemberLeft):
+            seen.append(f"{type(event).__name__} {event.name}")
+    assert seen == [
+        "MemberJoined alice",
+        "MemberLeft alice",
+        "MemberJoined carol",
+        "MemberLeft carol",
+        "MemberJoined dave",
+        "MemberLeft dave",
+        "MemberJoined erin",
+    ]
+
+
+async def test_names_of_a_large_cluster_room_are_cut_to_the_limit() -> None:
+    link = FakeLink()
+    room = ClusterRoom("node-a", link)
+    alice, _ = make_member("alice")
+    await room.reserve(alice)
+    room.join(alice)
+    for number in range(5):
+        room.apply("join", other(f"r{number}", f"t{number}").dumps())
+    assert room.names(3) == ["alice", "r0", "r1"]
+    assert room.names() == ["alice", "r0", "r1", "r2", "r3", "r4"]

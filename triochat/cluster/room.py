@@ -19,6 +19,7 @@ represented by a :class:`~triochat.room.Member` whose outbox forwards to its nod
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import secrets
 from collections.abc import Iterable
@@ -38,7 +39,7 @@ from triochat.cluster.records import (
     MessageRecord,
     can_travel,
 )
-from triochat.events import ChatMessage, Dialect, MemberInfo, Presence
+from triochat.events import ChatMessage, Dialect, MemberInfo, MemberJoined, MemberLeft, Presence
 from triochat.history import History
 from triochat.room import OUTBOX_LIMIT, Delivery, Member, NameTaken, Room, RoomObserver
 from triochat.text import name_key
@@ -199,9 +200,12 @@ class ClusterRoom(Room):
 
     def names(self, limit: int | None = None) -> list[str]:
         """Names of this node's members, then of the other nodes' (the first ``limit``)."""
-        names = [member.name for member in self._members.values()]
-        names += [record.name for record in self._remote.values()]
-        return names if limit is None else names[:limit]
+        names = itertools.chain(
+            (member.name for member in self._members.values()),
+            (record.name for record in self._remote.values()),
+        )
+        # islice, not a whole list cut short: a join asks for a few names of a large room.
+        return list(names if limit is None else itertools.islice(names, limit))
 
     def check_available(self, name: str) -> None:
         """Raise InvalidName or NameTaken as far as this node knows (Redis decides last)."""
@@ -336,9 +340,7 @@ class ClusterRoom(Room):
             except trio.WouldBlock:
                 raise NameTaken(f"{UNREACHABLE}: try again shortly") from None
             self._tokens[key] = token
-        self._members[key] = member
-        self._joined += 1
-        self._observer.member_joined(member)
+        self._admit(member)
 
     def leave(self, member: Member) -> None:
         """Remove ``member`` if it is here, and give its name back to the cluster."""
@@ -395,6 +397,11 @@ class ClusterRoom(Room):
         for key, changed in self._changed_at.items():
             if changed > mark and key in self._remote:
                 remote[key] = self._remote[key]
+        # A node that died leaves no stream entries: its members go when their claims do.
+        for key in self._remote.keys() - remote.keys():
+            self._tell_watchers(MemberLeft(self._remote[key].name))
+        for key in remote.keys() - self._remote.keys():
+            self._tell_watchers(MemberJoined(remote[key].name))
         self._remote = remote
         self._changed_at = {k: v for k, v in self._changed_at.items() if v > mark}
         return [record for record in self.local_claims() if name_key(record.name) not in held]
@@ -454,6 +461,8 @@ class ClusterRoom(Room):
                 record = MemberRecord.loads(data)
                 if record.node != self.node:
                     key = name_key(record.name)
+                    if key not in self._remote:
+                        self._tell_watchers(MemberJoined(record.name))
                     self._remote[key] = record
                     self._roster_changed(key)
             elif kind == LEAVE:
@@ -463,6 +472,7 @@ class ClusterRoom(Room):
                 if known is not None and known.token == record.token:
                     del self._remote[key]
                     self._roster_changed(key)
+                    self._tell_watchers(MemberLeft(record.name))
             elif kind == DIRECT:
                 self._deliver_direct(DirectRecord.loads(data))
             else:
