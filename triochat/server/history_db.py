@@ -16,6 +16,7 @@ not always the same worker thread, hence ``check_same_thread=False``.
 
 from __future__ import annotations
 
+import collections
 import logging
 import sqlite3
 from dataclasses import dataclass
@@ -116,7 +117,9 @@ class SqliteHistory:
         self._limit = limit
         self._batch_window = batch_window
         self.initial = initial
-        self._pending: list[ChatMessage] = []
+        # A deque: the room's fan-out calls enqueue, and dropping the oldest of a full queue
+        # must not shift 100,000 entries per message.
+        self._pending: collections.deque[ChatMessage] = collections.deque()
         self._wakeup = trio.Event()
         self._stats = HistoryDbStatistics(loaded=len(initial))
 
@@ -147,7 +150,7 @@ class SqliteHistory:
         pending = self._pending
         pending.append(message)
         if len(pending) > MAX_PENDING:
-            del pending[0]
+            pending.popleft()
             self._stats.dropped += 1
         self._wakeup.set()
 
@@ -169,14 +172,14 @@ class SqliteHistory:
 
     async def _write_pending(self) -> None:
         while self._pending:
-            batch = self._pending[:MAX_BATCH]
-            del self._pending[:MAX_BATCH]
+            pending = self._pending
+            batch = [pending.popleft() for _ in range(min(MAX_BATCH, len(pending)))]
             try:
                 await trio.to_thread.run_sync(self._write, batch)
             except trio.Cancelled:
                 # Cancelled before the thread started (once started, it is waited for): the
                 # batch is unwritten, so it goes back for the final flush.
-                self._pending[:0] = batch
+                self._pending.extendleft(reversed(batch))
                 raise
             except sqlite3.Error as error:
                 # The chat goes on without the disk: these messages stay in memory only.
