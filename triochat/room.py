@@ -296,14 +296,15 @@ class Room:
         recipient = self.find(to)
         if recipient is None:
             raise NoSuchMember(f"No member called {to!r} here")
+        public = self._message_from(sender, text, timestamp, received_at)
         message = PrivateMessage(
-            sender=sender.name,
+            sender=public.sender,
             recipient=recipient.name,
-            text=escape_controls(text),
-            timestamp=timestamp if timestamp else received_at,
-            display_time=display_time_of(timestamp, received_at) if timestamp else received_at,
-            sender_ip=sender.ip,
-            sender_port=sender.port,
+            text=public.text,
+            timestamp=public.timestamp,
+            display_time=public.display_time,
+            sender_ip=public.sender_ip,
+            sender_port=public.sender_port,
         )
         recipient.deliver_nowait(Delivery(message))
         self._private += 1

@@ -188,13 +188,7 @@ class MemberWriter:
                     self._turn = flusher.turn
                     if not flusher.ending:
                         flusher.end_turn_later()
-                    data = delivery.encode_for(self.codec)
-                    try:
-                        written = os.write(self._fd, data)
-                    except OSError:
-                        written = 0  # the writer task meets the same error and ends the session
-                    if written < len(data):
-                        self._handover(data[written:])
+                    self._write_now(delivery.encode_for(self.codec))
                     return
                 if self._stage(delivery, flusher):
                     return
@@ -334,12 +328,17 @@ class MemberWriter:
             return
         data = b"".join(self._staged) if len(self._staged) > 1 else self._staged[0]
         self._staged.clear()
-        written = 0
-        if not self._closing:
-            try:
-                written = os.write(self._fd, data)
-            except OSError:
-                written = 0  # the writer task meets the same error and ends the session
+        if self._closing:
+            self._handover(data)
+        else:
+            self._write_now(data)
+
+    def _write_now(self, data: bytes) -> None:
+        """One non-blocking write; what the socket does not take goes to the writer task."""
+        try:
+            written = os.write(self._fd, data)
+        except OSError:
+            written = 0  # the writer task meets the same error and ends the session
         if written < len(data):
             self._handover(data[written:])
 
