@@ -154,10 +154,6 @@ class Running:
             time.sleep(0.05)  # a file has no "line written" event to wait on
         raise RuntimeError(f"node did not start: {out.read_text(errors='replace')[-500:]}")
 
-    def cpu(self) -> float:
-        """CPU seconds of every process so far."""
-        return sum(self.cpu_parts())
-
     def cpu_parts(self) -> list[float]:
         """CPU seconds so far of each process: Redis first (if any), then the nodes."""
         return [common.cpu_seconds(p.pid) if p.poll() is None else 0.0 for p in self.processes]

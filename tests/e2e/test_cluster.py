@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
-import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from .harness import TIMEOUT, Harness, Program, RawPeer, free_port, rx
+from .harness import TIMEOUT, Harness, Program, RawPeer, free_port, received_json, rx
 from .redis_server import RedisServer, skip_without_redis
 from .test_files import MENU, MenuClient, received
 from .test_mixed_room import next_broadcast, obj
@@ -104,13 +103,6 @@ async def wait_for_members(peer: RawPeer, names: set[str]) -> None:
                 return
 
 
-def received_line(name: str, client_id: str, size: int) -> re.Pattern[str]:
-    return rx(
-        f"Received: IP:127.0.0.1, Port:{{port}}, Client-Nickname:{name}, "
-        f"ClientID:{client_id}, Date/Time:{{dt}}, Msg-Size:{size}"
-    )
-
-
 # --- one room ---------------------------------------------------------------------------------
 
 
@@ -137,7 +129,7 @@ async def test_three_nodes_every_dialect_one_room(
     await ulla.expect(f"INCOMING 127.0.0.1 {lina.local_port} lina: hello from one".encode())
     # Each node prints what it sees; Broadcasted: lists its own recipients.
     for node, recipients in ((one, ""), (two, " Jay"), (three, " ulla")):
-        await node.expect_line(received_line("lina", "-", 14))
+        await node.expect_line(received_json("lina", "-", 14))
         await node.expect_next(f"Broadcasted:{recipients}")
 
     # A JSON member on node two, then a datagram member on node three.
@@ -150,7 +142,7 @@ async def test_three_nodes_every_dialect_one_room(
     await lina.expect_line("ulla: and from three")
     got = await next_broadcast(jay)
     assert (got["nickname"], got["message"]) == ("ulla", "and from three")
-    await three.expect_line(received_line("ulla", "-", 14))
+    await three.expect_line(received_json("ulla", "-", 14))
     await three.expect_next("Broadcasted: ulla")  # a datagram sender hears itself
 
     # Leaving on one node is seen by /who on another.

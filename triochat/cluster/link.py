@@ -121,7 +121,6 @@ class RedisLink:
         self.lease_prefix = self.prefix + "node:"
         self.lease = self.lease_prefix + node
         self.last_id: str | None = None
-        self.room: ClusterRoom | None = None
         self._up = False
         self._client: coredis.Redis[str] | None = None
         self._claim: Script[str] | None = None
@@ -202,7 +201,6 @@ class RedisLink:
             ClusterUnavailable: Redis did not answer within :data:`STARTUP_TIMEOUT` of the
                 start (``task_status`` was not reported then).
         """
-        self.room = room
         backoff = BACKOFF_MIN
         started = False
         give_up_at = trio.current_time() + STARTUP_TIMEOUT
