@@ -15,6 +15,7 @@ node's lease key exists. Nothing here knows Redis or trio.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import typing
 from dataclasses import dataclass
@@ -181,15 +182,28 @@ def _event_fields(event: ServerEvent) -> dict[str, Any]:
     return fields
 
 
+@functools.cache
+def _enum_fields(type_name: str) -> dict[str, type[Enum]]:
+    """The fields of the event type called ``type_name`` that hold an enum, and its class:
+    every node reads every direct entry, and resolving type hints each time costs more than
+    the rest of the read."""
+    return {
+        name: hint
+        for name, hint in typing.get_type_hints(_SERVER_EVENTS[type_name]).items()
+        if isinstance(hint, type) and issubclass(hint, Enum)
+    }
+
+
 def _event_from(fields: dict[str, Any]) -> ServerEvent:
     """The event ``_event_fields`` described; enum fields back to their enum.
 
     Raises KeyError, TypeError or ValueError for anything else.
     """
-    event_type = _SERVER_EVENTS[str(fields.pop("type"))]
-    for name, hint in typing.get_type_hints(event_type).items():
-        if isinstance(hint, type) and issubclass(hint, Enum) and name in fields:
-            fields[name] = hint(fields[name])
+    type_name = str(fields.pop("type"))
+    event_type = _SERVER_EVENTS[type_name]
+    for name, enum in _enum_fields(type_name).items():
+        if name in fields:
+            fields[name] = enum(fields[name])
     event: ServerEvent = event_type(**fields)
     if not can_travel(event):
         raise ValueError("not a flat event")
