@@ -470,3 +470,19 @@ class Harness:
                 for pipe in (process.stdin, process.stdout, process.stderr):
                     if pipe is not None:
                         await trio.aclose_forcefully(pipe)
+
+
+async def join_raw_line(harness: Harness, server: Program, port: int, name: str) -> RawPeer:
+    """A netcat-style framed line peer named ``name``, in the room once the server says so."""
+    peer = await harness.connect(port, name)
+    await peer.send(f"{name}\n".encode())
+    await server.expect_line(rx(f"{{dt}} :: {name}: connected."))
+    return peer
+
+
+async def join_line_client(harness: Harness, server: Program, port: int, name: str) -> Program:
+    """Our line client (seed-000 mode) joined as ``name``, once the server says so."""
+    client = await harness.start("ChatClient.py", str(port), label=f"line client {name}")
+    await client.send_line(name)
+    await server.expect_line(rx(f"{{dt}} :: {name}: connected."))
+    return client

@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 import trio
 
-from .harness import TIMEOUT, Harness, Program, RawPeer, free_port, received_json, rx
+from .harness import (
+    TIMEOUT,
+    Harness,
+    Program,
+    RawPeer,
+    free_port,
+    join_raw_line,
+    received_json,
+    rx,
+)
 from .redis_server import RedisServer, skip_without_redis
 from .test_files import MENU, MenuClient, received
 from .test_mixed_room import next_broadcast, obj
@@ -81,14 +90,6 @@ async def start_node(
     return node, int((await node.expect_next(banner)).group(1))
 
 
-async def line_member(harness: Harness, node: Program, port: int, name: str) -> RawPeer:
-    """A netcat-style member named ``name``, once its node says it joined."""
-    peer = await harness.connect(port, name)
-    await peer.send(f"{name}\n".encode())
-    await node.expect_line(rx(f"{{dt}} :: {name}: connected."))
-    return peer
-
-
 async def wait_for_members(peer: RawPeer, names: set[str]) -> None:
     """Ask ``/who`` until the answer lists exactly ``names`` (other nodes' joins travel
     through the stream, so a node learns of them a moment later)."""
@@ -113,7 +114,7 @@ async def test_three_nodes_every_dialect_one_room(
     two, port2 = await start_node(harness, redis, "node two")
     three, port3 = await start_node(harness, redis, "node three")
 
-    lina = await line_member(harness, one, port1, "lina")
+    lina = await join_raw_line(harness, one, port1, "lina")
     jay = await harness.connect(port2, "jay")
     await jay.send(obj(type="nickname", nickname="Jay", clientID="J1", timestamp="x") + b"\n")
     await two.expect_line(rx("{dt} :: Jay: connected."))
@@ -160,9 +161,9 @@ async def test_concurrent_senders_on_three_nodes_see_one_total_order(
     senders: list[RawPeer] = []
     watchers: list[RawPeer] = []
     for index, (node, port) in enumerate(nodes):
-        watchers.append(await line_member(harness, node, port, f"watcher{index}"))
+        watchers.append(await join_raw_line(harness, node, port, f"watcher{index}"))
         for number in range(2):
-            senders.append(await line_member(harness, node, port, f"s{index}{number}"))
+            senders.append(await join_raw_line(harness, node, port, f"s{index}{number}"))
     # A JSON watcher on node 1 and a datagram watcher on node 2.
     (node1, port1), (node2, port2) = nodes[1], nodes[2]
     jason = await harness.connect(port1, "jason")
@@ -248,8 +249,8 @@ async def test_names_are_unique_across_nodes_and_races_have_one_winner(
         winners.add(winner)
 
     # A datagram member on node two cannot take a name held on node one.
-    mia = await line_member(harness, one, port1, "Mia")
-    watcher = await line_member(harness, two, port2, "watcher")
+    mia = await join_raw_line(harness, one, port1, "Mia")
+    watcher = await join_raw_line(harness, two, port2, "watcher")
     await wait_for_members(watcher, winners | {"Mia", "watcher"})
     copycat = await raw_udp(nursery, "copycat", port2)
     await copycat.send(b"GREETING mia")
@@ -280,8 +281,8 @@ async def test_a_killed_node_releases_its_names_and_the_others_go_on(
 ) -> None:
     one, port1 = await start_node(harness, redis, "node one")
     two, port2 = await start_node(harness, redis, "node two")
-    dave = await line_member(harness, one, port1, "dave")
-    first_carol = await line_member(harness, two, port2, "carol")
+    dave = await join_raw_line(harness, one, port1, "dave")
+    first_carol = await join_raw_line(harness, two, port2, "carol")
     await wait_for_members(dave, {"dave", "carol"})
 
     # Node two dies in the middle of a burst: what Redis accepted from it reaches dave, all
@@ -334,8 +335,8 @@ async def test_redis_down_then_back_loses_and_repeats_nothing(
 ) -> None:
     one, port1 = await start_node(harness, durable_redis, "node one")
     two, port2 = await start_node(harness, durable_redis, "node two")
-    amy = await line_member(harness, one, port1, "amy")
-    ben = await line_member(harness, two, port2, "ben")
+    amy = await join_raw_line(harness, one, port1, "amy")
+    ben = await join_raw_line(harness, two, port2, "ben")
     await wait_for_members(amy, {"amy", "ben"})
     for n in range(3):
         await amy.send(f"before {n}\n".encode())
@@ -367,8 +368,8 @@ async def test_a_hung_redis_is_noticed_and_the_room_resumes(
 ) -> None:
     one, port1 = await start_node(harness, redis, "node one")
     two, port2 = await start_node(harness, redis, "node two")
-    amy = await line_member(harness, one, port1, "amy")
-    ben = await line_member(harness, two, port2, "ben")
+    amy = await join_raw_line(harness, one, port1, "amy")
+    ben = await join_raw_line(harness, two, port2, "ben")
     await wait_for_members(amy, {"amy", "ben"})
 
     redis.pause()
@@ -386,8 +387,8 @@ async def test_redis_restarted_empty_gets_names_back_and_chat_goes_on(
 ) -> None:
     one, port1 = await start_node(harness, redis, "node one")
     two, port2 = await start_node(harness, redis, "node two")
-    amy = await line_member(harness, one, port1, "amy")
-    ben = await line_member(harness, two, port2, "ben")
+    amy = await join_raw_line(harness, one, port1, "amy")
+    ben = await join_raw_line(harness, two, port2, "ben")
     await wait_for_members(amy, {"amy", "ben"})
 
     await redis.restart()  # empty: no stream, no names, no leases
@@ -417,7 +418,7 @@ async def test_a_file_moves_between_menu_members_of_two_nodes(
     try:
         alice = await menu_member(menus, nursery, tmp_path, one, port1, "alice", data)
         bob = await menu_member(menus, nursery, tmp_path, two, port2, "bob")
-        watcher = await line_member(harness, two, port2, "watcher")
+        watcher = await join_raw_line(harness, two, port2, "watcher")
         await wait_for_members(watcher, {"alice", "bob", "watcher"})
 
         # Bob's node runs the relay; Alice's node tells her which transfer to serve.
@@ -493,8 +494,8 @@ async def test_a_node_stopped_with_ctrl_c_frees_its_names_at_once(
 
     one, port1 = await start_node(harness, redis, "node one")
     two, port2 = await start_node(harness, redis, "node two")
-    zed = await line_member(harness, one, port1, "zed")
-    watcher = await line_member(harness, two, port2, "watcher")
+    zed = await join_raw_line(harness, one, port1, "zed")
+    watcher = await join_raw_line(harness, two, port2, "watcher")
     await wait_for_members(watcher, {"zed", "watcher"})
 
     one.send_signal(signal.SIGINT)
@@ -508,7 +509,7 @@ async def test_a_node_stopped_with_ctrl_c_frees_its_names_at_once(
         assert len(leases) == 1
     # Node two read the leaves from the stream.
     await wait_for_members(watcher, {"watcher"})
-    await line_member(harness, two, port2, "zed")
+    await join_raw_line(harness, two, port2, "zed")
 
 
 async def test_without_coredis_cluster_is_one_err_line_and_the_default_needs_none(
@@ -535,8 +536,8 @@ async def test_private_messages_renames_and_presence_cross_nodes(
 ) -> None:
     one, port1 = await start_node(harness, redis, "node one")
     two, port2 = await start_node(harness, redis, "node two")
-    amy = await line_member(harness, one, port1, "amy")
-    ben = await line_member(harness, two, port2, "ben")
+    amy = await join_raw_line(harness, one, port1, "amy")
+    ben = await join_raw_line(harness, two, port2, "ben")
     await wait_for_members(amy, {"amy", "ben"})
 
     await amy.send(b"/msg BEN just for you\n")

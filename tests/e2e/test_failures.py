@@ -12,14 +12,7 @@ import sys
 import pytest
 import trio
 
-from .harness import ROOT, Harness, Program, RawPeer, rx
-
-
-async def join_line_client(h: Harness, server: Program, port: int, name: str) -> Program:
-    client = await h.start("ChatClient.py", str(port), label=f"line client {name}")
-    await client.send_line(name)
-    await server.expect_line(rx(f"{{dt}} :: {name}: connected."))
-    return client
+from .harness import ROOT, Harness, Program, RawPeer, join_line_client, join_raw_line, rx
 
 
 async def join_json_client(h: Harness, server: Program, port: int, name: str) -> Program:
@@ -29,13 +22,6 @@ async def join_json_client(h: Harness, server: Program, port: int, name: str) ->
     )
     await server.expect_line(rx(f"{{dt}} :: {name}: connected."))
     return client
-
-
-async def join_raw_line_peer(h: Harness, server: Program, port: int, name: str) -> RawPeer:
-    peer = await h.connect(port, name)
-    await peer.send(f"{name}\n".encode())
-    await server.expect_line(rx(f"{{dt}} :: {name}: connected."))
-    return peer
 
 
 async def test_server_sigint_tells_members_and_exits_cleanly(harness: Harness) -> None:
@@ -113,20 +99,20 @@ async def test_bad_input_does_not_disturb_others(harness: Harness) -> None:
     server, port = await harness.start_chat_server()
     lina = await join_line_client(harness, server, port, "lina")
     jason = await join_json_client(harness, server, port, "Jason")
-    watcher = await join_raw_line_peer(harness, server, port, "watcher")
+    watcher = await join_raw_line(harness, server, port, "watcher")
     rng = random.Random(20240321)
 
     # Each misbehaving member ends with a good message: once the watcher has that one,
     # everything the member sent before it has been dealt with (one connection is in order).
 
     # Invalid UTF-8 in a line member's message.
-    utf8bad = await join_raw_line_peer(harness, server, port, "utf8bad")
+    utf8bad = await join_raw_line(harness, server, port, "utf8bad")
     await utf8bad.send(b"caf\xc3 \xff\xfe broken\n")
     await utf8bad.send(b"fine\n")
     await watcher.expect_line("utf8bad: fine")
 
     # A 70 KiB line (over the 64 KiB limit), then an ordinary one from the same member.
-    biggy = await join_raw_line_peer(harness, server, port, "biggy")
+    biggy = await join_raw_line(harness, server, port, "biggy")
     await biggy.send(b"x" * (70 * 1024) + b"\n")
     await biggy.expect_line(rx(r"*** {any}"))
     await biggy.send(b"small\n")
@@ -156,7 +142,7 @@ async def test_bad_input_does_not_disturb_others(harness: Harness) -> None:
     await trio.aclose_forcefully(garbage_json.stream)
 
     # A member whose connection is reset abruptly (RST, not FIN) just leaves.
-    resetter = await join_raw_line_peer(harness, server, port, "resetter")
+    resetter = await join_raw_line(harness, server, port, "resetter")
     resetter.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     await trio.aclose_forcefully(resetter.stream)
     await server.expect_line(rx("{dt} :: resetter: disconnected."))
@@ -186,7 +172,7 @@ async def test_bad_input_does_not_disturb_others(harness: Harness) -> None:
     server.assert_no_traceback()
 
     # And a newcomer can still join.
-    late = await join_raw_line_peer(harness, server, port, "late")
+    late = await join_raw_line(harness, server, port, "late")
     await late.send(b"hello after all that\n")
     await watcher.expect_line("late: hello after all that")
     await lina.expect_line("late: hello after all that")
@@ -199,10 +185,10 @@ async def test_json_object_over_the_limit_is_refused(harness: Harness) -> None:
     """Regression: an object one byte over the limit used to be accepted when it completed
     in the read that crossed the limit (fixed in 7547421)."""
     server, port = await harness.start_chat_server()
-    watcher = await join_raw_line_peer(harness, server, port, "watcher")
+    watcher = await join_raw_line(harness, server, port, "watcher")
 
     # The line dialect refuses a line one byte over the limit...
-    biggy = await join_raw_line_peer(harness, server, port, "biggy")
+    biggy = await join_raw_line(harness, server, port, "biggy")
     await biggy.send(b"x" * (LIMIT + 1) + b"\n")
     await biggy.expect_line(rx(r"*** {any}"))
 
@@ -240,7 +226,7 @@ async def send_line_at_the_limit(server: Program, biggy: RawPeer) -> bool:
 async def test_line_client_shows_every_message_the_server_accepted(harness: Harness) -> None:
     server, port = await harness.start_chat_server()
     lina = await join_line_client(harness, server, port, "lina")
-    biggy = await join_raw_line_peer(harness, server, port, "biggy")
+    biggy = await join_raw_line(harness, server, port, "biggy")
     accepted = await send_line_at_the_limit(server, biggy)
     big = "biggy: " + "x" * LIMIT if accepted else ""
     await lina.expect_text(big + "biggy: small")  # unframed: lines may fall differently
@@ -249,7 +235,7 @@ async def test_line_client_shows_every_message_the_server_accepted(harness: Harn
 async def test_json_client_survives_a_message_at_the_size_limit(harness: Harness) -> None:
     server, port = await harness.start_chat_server()
     jason = await join_json_client(harness, server, port, "Jason")
-    biggy = await join_raw_line_peer(harness, server, port, "biggy")
+    biggy = await join_raw_line(harness, server, port, "biggy")
     accepted = await send_line_at_the_limit(server, biggy)
     # A local message needs a fraction of a second; 5 s keeps the known failure short.
     if accepted:

@@ -20,21 +20,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from .harness import LOCALHOST, ROOT, Harness, LineLog, Program, RawPeer, rx
+from .harness import LOCALHOST, ROOT, Harness, LineLog, Program, RawPeer, join_raw_line, rx
 
 SHUTDOWN_LINE = "*** Server shutting down"
 SHUTDOWN_JSON = {"type": "error", "message": "Server shutting down"}
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-async def join_line(harness: Harness, server: Program, port: int, name: str) -> RawPeer:
-    """A raw line member called ``name``, in the room when this returns."""
-    peer = await harness.connect(port, name)
-    await peer.send(f"{name}\n".encode())
-    await server.expect_line(rx(f"{{dt}} :: {name}: connected."))
-    return peer
 
 
 async def join_json(harness: Harness, server: Program, port: int, name: str) -> RawPeer:
@@ -91,8 +83,8 @@ def raise_own_fd_limit(needed: int) -> None:
 
 async def test_resets_mid_line_and_mid_json_object_while_others_chat(harness: Harness) -> None:
     server, port = await harness.start_chat_server()
-    watcher = await join_line(harness, server, port, "watcher")
-    pacer = await join_line(harness, server, port, "pacer")
+    watcher = await join_raw_line(harness, server, port, "watcher")
+    pacer = await join_raw_line(harness, server, port, "pacer")
     chatter = await join_json(harness, server, port, "chatter")
     sent: list[str] = []
     stop = trio.Event()
@@ -111,7 +103,7 @@ async def test_resets_mid_line_and_mid_json_object_while_others_chat(harness: Ha
     async with trio.open_nursery() as nursery:
         nursery.start_soon(chat)
         for number in range(rounds):
-            line_victim = await join_line(harness, server, port, f"rl{number}")
+            line_victim = await join_raw_line(harness, server, port, f"rl{number}")
             await line_victim.send(b"half a li")
             await reset(line_victim)
             await server.expect_line(rx(f"{{dt}} :: rl{number}: disconnected."))
@@ -135,7 +127,7 @@ async def test_resets_mid_line_and_mid_json_object_while_others_chat(harness: Ha
     assert server.returncode is None
     server.assert_no_traceback()
     assert "Traceback" not in server.stderr
-    late = await join_line(harness, server, port, "late")
+    late = await join_raw_line(harness, server, port, "late")
     await late.send(b"still fine\n")
     await watcher.expect_line("late: still fine")
 
@@ -144,10 +136,10 @@ async def test_half_closed_sockets_deliver_what_they_sent_and_get_what_was_queue
     harness: Harness,
 ) -> None:
     server, port = await harness.start_chat_server()
-    watcher = await join_line(harness, server, port, "watcher")
+    watcher = await join_raw_line(harness, server, port, "watcher")
     # A line member that says its piece and half-closes (like `echo ... | nc -N`), an
     # unterminated last line included; and a JSON member that does the same.
-    liner = await join_line(harness, server, port, "liner")
+    liner = await join_raw_line(harness, server, port, "liner")
     await liner.send(b"one\ntwo, unterminated")
     await liner.send_eof()
     await watcher.expect_next("liner: one")
@@ -169,7 +161,7 @@ async def test_half_closed_sockets_deliver_what_they_sent_and_get_what_was_queue
     await nameless.send_eof()
     await nameless.log.expect_closed()
     assert nameless.log.lines == []
-    late = await join_line(harness, server, port, "late")
+    late = await join_raw_line(harness, server, port, "late")
     await late.send(b"still fine\n")
     await watcher.expect_next("late: still fine")
     assert server.returncode is None
@@ -191,8 +183,8 @@ async def test_member_that_stops_reading_is_cut_off_while_a_flood_reaches_everyo
     harness: Harness,
 ) -> None:
     server, port = await harness.start_chat_server()
-    watcher = await join_line(harness, server, port, "watcher")
-    flooder = await join_line(harness, server, port, "flooder")
+    watcher = await join_raw_line(harness, server, port, "watcher")
+    flooder = await join_raw_line(harness, server, port, "flooder")
     stuck = await open_stuck_member(server, port, "stuck")
     try:
         disconnected = rx("{dt} :: stuck: disconnected.")
@@ -256,7 +248,7 @@ CONNECTIONS = 2_000
 async def test_two_thousand_concurrent_connections(harness: Harness) -> None:
     raise_own_fd_limit(CONNECTIONS + 500)
     server, port = await harness.start_chat_server()
-    watcher = await join_line(harness, server, port, "watcher")
+    watcher = await join_raw_line(harness, server, port, "watcher")
     members: list[RawPeer] = []
 
     async def open_one(number: int) -> None:
@@ -283,7 +275,7 @@ async def test_two_thousand_concurrent_connections(harness: Harness) -> None:
         await count_lines(server.stdout, rx("{dt} :: m{any}: disconnected."), CONNECTIONS, 30)
 
     assert server.returncode is None
-    late = await join_line(harness, server, port, "late")
+    late = await join_raw_line(harness, server, port, "late")
     await late.send(b"/who\n")
     await late.expect_next("*** Members: watcher, late")
     await late.send(b"after the crowd\n")
@@ -298,13 +290,13 @@ async def test_ctrl_c_under_load_tells_every_member_and_exits_within_two_seconds
     harness: Harness,
 ) -> None:
     server, port = await harness.start_chat_server()
-    line_members = [await join_line(harness, server, port, f"l{n}") for n in range(40)]
+    line_members = [await join_raw_line(harness, server, port, f"l{n}") for n in range(40)]
     json_members = [await join_json(harness, server, port, f"j{n}") for n in range(10)]
     # One member that has stopped reading (its writer is blocked at Ctrl-C), and one
     # connection that has not sent its name yet: neither may hold up the exit.
     stuck = await open_stuck_member(server, port, "stuck")
     registering = await harness.connect(port, "registering")
-    flooder = await join_line(harness, server, port, "flooder")
+    flooder = await join_raw_line(harness, server, port, "flooder")
     pacer = line_members[0]
     flowing = trio.Event()
     padding = "x" * 1000
@@ -382,8 +374,8 @@ async def test_fd_exhaustion_keeps_existing_members_and_recovers(
 ) -> None:
     raise_own_fd_limit(1024)
     server, port = await start_fd_limited_server(harness, tmp_path)
-    watcher = await join_line(harness, server, port, "watcher")
-    talker = await join_line(harness, server, port, "talker")
+    watcher = await join_raw_line(harness, server, port, "watcher")
+    talker = await join_raw_line(harness, server, port, "talker")
 
     # Far more connections than the server can hold: some join, the rest wait in the backlog.
     crowd: list[RawPeer] = []
@@ -442,7 +434,7 @@ async def test_fd_exhaustion_is_reported_without_a_traceback_flood(
 
 async def test_json_timestamp_at_the_end_of_time_is_accepted(harness: Harness) -> None:
     server, port = await harness.start_chat_server()
-    watcher = await join_line(harness, server, port, "watcher")
+    watcher = await join_raw_line(harness, server, port, "watcher")
     sender = await join_json(harness, server, port, "sender")
     message = {"type": "message", "message": "hi", "timestamp": "9999-12-31T23:59:59-23:59"}
     await sender.send(json.dumps(message).encode())

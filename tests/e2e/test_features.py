@@ -8,7 +8,16 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from .harness import Harness, Program, RawPeer, json_banner, rx, summary
+from .harness import (
+    Harness,
+    Program,
+    RawPeer,
+    join_line_client,
+    join_raw_line,
+    json_banner,
+    rx,
+    summary,
+)
 
 
 def obj(**fields: Any) -> bytes:
@@ -25,14 +34,6 @@ async def next_object(peer: RawPeer, *skipped: str) -> dict[str, Any]:
             return value
 
 
-async def join_line(harness: Harness, server: Program, port: int, name: str) -> Program:
-    """Our line client (seed-000 mode) joined as ``name``."""
-    client = await harness.start("ChatClient.py", str(port), label=f"line client {name}")
-    await client.send_line(name)
-    await server.expect_line(rx(f"{{dt}} :: {name}: connected."))
-    return client
-
-
 async def join_json(
     harness: Harness, server: Program, port: int, name: str, **extra: Any
 ) -> RawPeer:
@@ -44,19 +45,11 @@ async def join_json(
     return peer
 
 
-async def join_raw_line(harness: Harness, server: Program, port: int, name: str) -> RawPeer:
-    """A netcat-style framed line peer joined as ``name``."""
-    peer = await harness.connect(port, f"nc {name}")
-    await peer.send(f"{name}\n".encode())
-    await server.expect_line(rx(f"{{dt}} :: {name}: connected."))
-    return peer
-
-
 async def test_a_line_member_and_a_json_member_exchange_private_messages(
     harness: Harness,
 ) -> None:
     server, port = await harness.start_chat_server()
-    lina = await join_line(harness, server, port, "lina")
+    lina = await join_line_client(harness, server, port, "lina")
     jay = await join_json(harness, server, port, "Jay")
     netty = await join_raw_line(harness, server, port, "netty")
 
@@ -91,7 +84,7 @@ async def test_a_rename_is_seen_by_a_json_member_and_by_line_members_who_asked(
     harness: Harness,
 ) -> None:
     server, port = await harness.start_chat_server()
-    lina = await join_line(harness, server, port, "lina")
+    lina = await join_line_client(harness, server, port, "lina")
     jay = await join_json(harness, server, port, "jay")
     netty = await join_raw_line(harness, server, port, "netty")
     await netty.send(b"/notices on\n")
@@ -133,7 +126,7 @@ async def test_who_lists_members_with_dialect_and_idle_time(harness: Harness) ->
 async def test_history_survives_a_restart_with_history_db(harness: Harness, tmp_path: Path) -> None:
     database = str(tmp_path / "history.db")
     server, port = await harness.start_chat_server("--history", "3", "--history-db", database)
-    lina = await join_line(harness, server, port, "lina")
+    lina = await join_line_client(harness, server, port, "lina")
     netty = await join_raw_line(harness, server, port, "netty")
     for number in range(1, 5):
         await lina.send_line(f"message {number}")
@@ -176,7 +169,7 @@ async def test_history_survives_a_restart_with_history_db(harness: Harness, tmp_
 
 async def test_our_json_client_speaks_every_feature(harness: Harness) -> None:
     server, port = await harness.start_chat_server()
-    lina = await join_line(harness, server, port, "lina")
+    lina = await join_line_client(harness, server, port, "lina")
     jay = await harness.start("ChatClient.py", "127.0.0.1", str(port), "Jay", "7", label="Jay")
     await jay.expect_next(json_banner(port, "Jay", "7"))
     await server.expect_line(rx("{dt} :: Jay: connected."))
