@@ -26,7 +26,7 @@ import trio.lowlevel
 import trio.testing
 
 from triochat.client.early import EarlyStart
-from triochat.events import ChatMessage, PrivateMessage
+from triochat.events import ChatMessage, PrivateMessage, ServerEvent
 from triochat.room import OUTBOX_LIMIT, Delivery, Member, Room, open_outbox
 from triochat.server.config import ServerConfig
 from triochat.server.session import ChatSession
@@ -101,6 +101,16 @@ def make_member(
     reasons = evictions if evictions is not None else []
     member = Member(name=name, ip=ip, port=port, outbox=send, on_evict=reasons.append)
     return member, receive
+
+
+def delivered(box: trio.MemoryReceiveChannel[Delivery]) -> list[ServerEvent]:
+    """Every event waiting in a member's outbox, taken out."""
+    seen: list[ServerEvent] = []
+    while True:
+        try:
+            seen.append(box.receive_nowait().event)
+        except trio.WouldBlock:
+            return seen
 
 
 # --- stream connections -----------------------------------------------------------------------

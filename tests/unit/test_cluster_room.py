@@ -42,7 +42,7 @@ from triochat.events import (
 from triochat.history import History
 from triochat.room import Delivery, NameTaken, Room
 
-from .helpers import NOW, Recorder, make_member
+from .helpers import NOW, Recorder, delivered, make_member
 
 
 class FakeLink:
@@ -298,14 +298,11 @@ async def test_a_page_hears_of_joins_and_leaves_here_and_on_other_nodes() -> Non
     room.apply("leave", other("carol", "c1").dumps())
     room.apply("join", other("dave", "d1").dumps())
     room.roster_refreshed([other("erin", "e1")], mark=10**9)  # dave's node died; erin came
-    seen = []
-    while True:
-        try:
-            event = page_box.receive_nowait().event
-        except trio.WouldBlock:
-            break
-        if isinstance(event, MemberJoined | MemberLeft):
-            seen.append(f"{type(event).__name__} {event.name}")
+    seen = [
+        f"{type(event).__name__} {event.name}"
+        for event in delivered(page_box)
+        if isinstance(event, MemberJoined | MemberLeft)
+    ]
     assert seen == [
         "MemberJoined alice",
         "MemberLeft alice",

@@ -18,25 +18,17 @@ from triochat.events import (
     ServerEvent,
     Who,
 )
-from triochat.room import Delivery, Member, Room, open_outbox
+from triochat.room import Delivery, Member, Room
 from triochat.server.commands import Commands
 from triochat.server.config import ServerConfig
 
+from .helpers import delivered, make_member
+
 
 def join(room: Room, name: str) -> tuple[Member, trio.MemoryReceiveChannel[Delivery]]:
-    send, receive = open_outbox()
-    member = Member(name=name, ip="127.0.0.1", port=1, outbox=send, on_evict=lambda _: None)
+    member, receive = make_member(name, port=1)
     room.join(member)
     return member, receive
-
-
-def events(receive: trio.MemoryReceiveChannel[Delivery]) -> list[ServerEvent]:
-    seen: list[ServerEvent] = []
-    while True:
-        try:
-            seen.append(receive.receive_nowait().event)
-        except trio.WouldBlock:
-            return seen
 
 
 async def test_each_event_becomes_its_room_call() -> None:
@@ -50,9 +42,9 @@ async def test_each_event_becomes_its_room_call() -> None:
     commands.dispatch(ann, Who())
     commands.dispatch(ann, FileRequest("bob", "a.txt"))
     commands.dispatch(ann, Leave())
-    [message] = events(bob_box)
+    [message] = delivered(bob_box)
     assert isinstance(message, ChatMessage) and (message.sender, message.text) == ("ann", "hi")
-    told = events(ann_box)
+    told = delivered(ann_box)
     assert [(n.text, n.is_error) for n in told if isinstance(n, Notice)] == [
         ("Nickname 'bob' is not yours: you joined as 'ann'", True),
         ("File transfer is not available here", True),
@@ -77,12 +69,12 @@ async def test_a_fast_sender_waits_for_its_rate_and_is_told_once(
         await commands.handle(ann, Say(f"m{number}"))
     # One at once, then one every half second: nothing dropped, nothing early.
     assert trio.current_time() - start == pytest.approx(2.0)
-    assert [e.text for e in events(bob_box) if isinstance(e, ChatMessage)] == [
+    assert [e.text for e in delivered(bob_box) if isinstance(e, ChatMessage)] == [
         "m0",
         "m1",
         "m2",
         "m3",
         "m4",
     ]
-    notices = [e.text for e in events(ann_box) if isinstance(e, Notice)]
+    notices = [e.text for e in delivered(ann_box) if isinstance(e, Notice)]
     assert len(notices) == 1 and notices[0].startswith("Slow down: at most 2 messages per second")

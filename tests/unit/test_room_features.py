@@ -19,7 +19,6 @@ from triochat.events import (
     Rename,
     Renamed,
     Say,
-    ServerEvent,
     SetNotices,
     Who,
 )
@@ -29,7 +28,7 @@ from triochat.server.commands import Commands
 from triochat.server.config import ServerConfig
 from triochat.text import InvalidName
 
-from .helpers import NOW, Recorder, make_member
+from .helpers import NOW, Recorder, delivered, make_member
 
 
 def join(
@@ -42,17 +41,8 @@ def join(
     return member, box
 
 
-def events(box: trio.MemoryReceiveChannel[Delivery]) -> list[ServerEvent]:
-    seen: list[ServerEvent] = []
-    while True:
-        try:
-            seen.append(box.receive_nowait().event)
-        except trio.WouldBlock:
-            return seen
-
-
 def notices(box: trio.MemoryReceiveChannel[Delivery]) -> list[tuple[str, bool]]:
-    return [(e.text, e.is_error) for e in events(box) if isinstance(e, Notice)]
+    return [(e.text, e.is_error) for e in delivered(box) if isinstance(e, Notice)]
 
 
 # --- private messages -------------------------------------------------------------------------
@@ -65,10 +55,10 @@ def test_a_private_message_reaches_only_its_recipient_and_never_history() -> Non
     _bob, bob_box = join(room, "Bob")
     _cat, cat_box = join(room, "cat")
     message = room.private(ann, "bob", "psst\nforged", received_at=NOW)
-    assert events(bob_box) == [message]
+    assert delivered(bob_box) == [message]
     assert (message.sender, message.recipient, message.text) == ("ann", "Bob", "psst\\x0aforged")
     assert (message.timestamp, message.display_time) == (NOW, NOW)
-    assert events(cat_box) == [] and events(ann_box) == []
+    assert delivered(cat_box) == [] and delivered(ann_box) == []
     assert room.history is not None and len(room.history) == 0
     assert watcher.lines[-1] == "private ann -> Bob: psst\\x0aforged"
     assert room.statistics().private_messages == 1
@@ -95,9 +85,9 @@ def test_a_rename_frees_the_old_name_at_once_and_tells_those_who_asked() -> None
     assert room.rename(ann, "Anna") == "ann"
     assert ann.name == "Anna" and room.find("anna") is ann and room.find("ann") is None
     assert room.names() == ["Anna", "bob", "cat"]  # its place in join order is kept
-    assert events(bob_box) == [Renamed("ann", "Anna")]
-    assert events(cat_box) == []
-    assert events(ann_box) == [Renamed("ann", "Anna")]  # the confirmation
+    assert delivered(bob_box) == [Renamed("ann", "Anna")]
+    assert delivered(cat_box) == []
+    assert delivered(ann_box) == [Renamed("ann", "Anna")]  # the confirmation
     assert watcher.lines[-1] == "renamed ann -> Anna"
     join(room, "ann")  # the old name is free
     room.rename(ann, "ANNA")  # a change of case only
@@ -124,7 +114,7 @@ def test_rename_commands_answer_the_asker() -> None:
     commands.dispatch(ann, Rename("bob"))
     commands.dispatch(ann, Rename("/slash"))
     commands.dispatch(ann, Rename("anna"))
-    told = events(ann_box)
+    told = delivered(ann_box)
     assert told[0] == Notice(
         "Cannot rename to 'bob': Nickname already in use", is_error=True, recoverable=True
     )
@@ -141,7 +131,7 @@ def test_notices_are_turned_on_and_off() -> None:
     room.rename(bob, "rob")
     commands.dispatch(ann, SetNotices(on=False))
     room.rename(bob, "bob")
-    assert events(ann_box) == [
+    assert delivered(ann_box) == [
         Notice("Notices on", recoverable=True),
         Renamed("bob", "rob"),
         Notice("Notices off", recoverable=True),
@@ -160,7 +150,7 @@ async def test_private_messages_and_renames_share_the_message_rate(
     await commands.handle(ann, PrivateSay("bob", "two"))
     await commands.handle(ann, Rename("anna"))
     assert trio.current_time() - start == pytest.approx(2.0)
-    got = events(bob_box)
+    got = delivered(bob_box)
     assert [type(e) for e in got] == [ChatMessage, PrivateMessage]
     assert ann.name == "anna"
 
@@ -180,7 +170,7 @@ async def test_who_shows_dialect_and_idle_time_from_the_last_event(
     await commands.handle(ann, Say("still here"))
     await trio.sleep(5)
     await commands.handle(ann, Who())
-    [presence] = events(ann_box)
+    [presence] = delivered(ann_box)
     assert isinstance(presence, Presence)
     assert [(m.name, m.dialect, round(m.idle_seconds)) for m in presence.members] == [
         ("ann", Dialect.LINE, 0),  # asking counts as activity
@@ -215,11 +205,11 @@ def test_history_requests_replay_to_the_asker_only() -> None:
     assert notices(bob_box) == [("No messages in history yet", False)]
     room.broadcast(ann, "one", received_at=NOW)
     room.broadcast(ann, "two", received_at=NOW)
-    events(bob_box)
+    delivered(bob_box)
     commands.dispatch(bob, HistoryRequest(1))
-    [replay] = events(bob_box)
+    [replay] = delivered(bob_box)
     assert isinstance(replay, HistoryReplay) and [m.text for m in replay.messages] == ["two"]
-    assert events(ann_box) == []
+    assert delivered(ann_box) == []
 
 
 def test_history_off_says_so() -> None:
