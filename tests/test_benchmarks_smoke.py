@@ -86,6 +86,15 @@ def test_file_relay_tiny(tmp_path: Path) -> None:
         assert row["socat"]["verified"] is True
     else:  # skipped, never installed: what to install is said
         assert "apt-get install socat" in row["socat"]["skipped"]
+    concurrent = data["concurrent"]
+    assert isinstance(concurrent, dict)
+    together = concurrent["triochat"]
+    assert together["verified"] is True
+    assert len(together["transfer_mb_s"]) == together["transfers"] > 1
+    assert together["relay_mb_s"] > 0
+    targets = data["targets"]
+    assert isinstance(targets, list) and targets
+    assert all(target["met"] in (True, False, None) and target["detail"] for target in targets)
 
 
 def test_idle_breakdown_tiny() -> None:
